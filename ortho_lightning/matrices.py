@@ -1,0 +1,96 @@
+"""Which matrix view of a module's weights is meant when we say "orthogonal".
+
+- ``nn.Linear``: the (out, in) weight.
+- ``nn.ConvNd``: the flattened (out, in * prod(kernel)) matrix (``weight.flatten(1)``).
+- ``nn.RNN/LSTM/GRU`` and their cells: every ``weight_ih*`` / ``weight_hh*`` tensor, split into
+  its stacked gate blocks (LSTM: 4 blocks i, f, g, o; GRU: 3 blocks r, z, n; RNN: 1), each block
+  (hidden, in) or (hidden, hidden) on its own.
+
+Shared by ``init``, ``constraints`` and ``spectra`` so all three agree on the view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+GATES: dict[str, tuple[str, ...]] = {
+    "RNN_TANH": ("h",),
+    "RNN_RELU": ("h",),
+    "LSTM": ("i", "f", "g", "o"),
+    "GRU": ("r", "z", "n"),
+}
+
+
+def recurrent_gates(module: nn.Module) -> tuple[str, ...]:
+    """Gate names of a recurrent module or cell, in the order PyTorch stacks them."""
+    if isinstance(module, nn.RNNBase):
+        return GATES[module.mode]
+    if isinstance(module, nn.LSTMCell):
+        return GATES["LSTM"]
+    if isinstance(module, nn.GRUCell):
+        return GATES["GRU"]
+    if isinstance(module, nn.RNNCell):
+        return GATES["RNN_TANH"]
+    raise TypeError(f"{type(module).__name__} is not a recurrent module or cell")
+
+
+def is_recurrent(module: nn.Module) -> bool:
+    return isinstance(module, (nn.RNNBase, nn.RNNCellBase))
+
+
+def recurrent_weight_names(module: nn.Module) -> list[str]:
+    """``weight_ih*`` / ``weight_hh*`` names of a recurrent module or cell (parametrized or not),
+    layer by layer, input matrix first."""
+    if isinstance(module, nn.RNNCellBase):
+        return ["weight_ih", "weight_hh"]
+    suffixes = ["", "_reverse"] if module.bidirectional else [""]
+    return [
+        f"weight_{kind}_l{layer}{suffix}"
+        for layer in range(module.num_layers)
+        for suffix in suffixes
+        for kind in ("ih", "hh")
+    ]
+
+
+@dataclass(frozen=True)
+class MatrixBlock:
+    """One matrix that is made (or measured for being) orthogonal.
+
+    Attributes:
+        tensor_name: the parameter's name on the module (``"weight"``, ``"weight_hh_l0"``).
+        rows: ``slice`` of the parameter's first dimension the block occupies.
+        label: a readable name (``"weight_hh_l0[f]"``).
+        recurrent: whether this is a hidden-to-hidden matrix.
+    """
+
+    tensor_name: str
+    rows: slice
+    label: str
+    recurrent: bool = False
+
+    def matrix(self, module: nn.Module) -> Tensor:
+        """The block as a 2-d (rows, cols) view of the module's current tensor."""
+        return getattr(module, self.tensor_name)[self.rows].flatten(1)
+
+
+def matrix_blocks(module: nn.Module) -> list[MatrixBlock]:
+    """The matrix blocks of ``module`` (see module docstring); empty for modules without any."""
+    if is_recurrent(module):
+        gates = recurrent_gates(module)
+        blocks = []
+        for name in recurrent_weight_names(module):
+            hidden = getattr(module, name).shape[0] // len(gates)
+            for k, gate in enumerate(gates):
+                label = name if len(gates) == 1 else f"{name}[{gate}]"
+                blocks.append(
+                    MatrixBlock(
+                        name, slice(k * hidden, (k + 1) * hidden), label, name.startswith("weight_hh")
+                    )
+                )
+        return blocks
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, Tensor) and weight.dim() >= 2:
+        return [MatrixBlock("weight", slice(None), "weight")]
+    return []
