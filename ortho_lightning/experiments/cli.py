@@ -1,0 +1,45 @@
+"""``ortho-lightning experiment <yaml> [--out DIR] [--dry-run]`` and ``ortho-lightning report
+<folder>``: the grid runner and the report from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ortho_lightning.experiments.grid import load_grid
+from ortho_lightning.experiments.report import make_report
+from ortho_lightning.experiments.runner import run_grid
+
+DEFAULT_OUT = Path("runs") / "experiments"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ortho-lightning", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("experiment", help="run (or resume) a grid from a YAML file")
+    exp.add_argument("config", type=Path, help="recipes/experiments/<name>.yaml")
+    exp.add_argument("--out", type=Path, default=None,
+                     help=f"output folder (default {DEFAULT_OUT}/<experiment name>)")
+    exp.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    exp.add_argument("--no-progress", action="store_true", help="hide the grid progress bar")
+    rep = sub.add_parser("report", help="redraw figures and summary.md from a results folder")
+    rep.add_argument("folder", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; ``argv`` starts with ``experiment`` or ``report``. Returns 0 on success."""
+    args = _parser().parse_args(argv)
+    if args.command == "experiment":
+        grid = load_grid(args.config)
+        out = args.out or DEFAULT_OUT / grid.name
+        table = run_grid(grid, out, dry_run=args.dry_run, progress=not args.no_progress)
+        if table is not None:
+            print(f"results table: {table}\nsummary: {Path(out) / 'summary.md'}")
+    else:
+        print(f"summary: {make_report(args.folder)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

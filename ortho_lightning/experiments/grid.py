@@ -1,0 +1,202 @@
+"""Grid expansion: one YAML (a base recipe and its axes) -> a list of named cells.
+
+An experiment file looks like::
+
+    name: isometry_depth
+    kind: function                      # or "recipe"
+    function: ortho_lightning.experiments.studies:isometry_at_init   # kind: function
+    # recipe: recipes/mlp_mnist.yaml                                   # kind: recipe
+    base: {width: 256}                  # parameters every cell shares
+    axes:                               # the product of these lists is the grid
+      depth: [4, 16, 64]
+      weights: [gaussian, orthogonal]
+    seed: [0, 1]                        # an axis of its own, always last
+    report: {figures: [...]}            # read by ``experiments.report``
+
+For ``kind: recipe`` the keys of ``base`` and ``axes`` are LightningCLI dotted keys
+(``model.init_args.depth``) passed as ``--key=value``; for ``kind: function`` they are keyword
+arguments of the function, checked against its signature before anything runs.
+
+A cell's id is readable (``depth4-weights_gaussian-seed0``) and ends with a hash of its full
+resolved parameters, so the same YAML always gives the same ids and editing ``base`` gives new
+ones (a resumed grid never mixes results of two different configs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import itertools
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ortho_lightning.exceptions import ConfigurationError
+
+KINDS = ("function", "recipe")
+TOP_LEVEL_KEYS = ("name", "description", "kind", "function", "recipe", "base", "axes", "seed",
+                  "fit_args", "test", "report")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a grid.
+
+    ``params`` holds the base merged with this cell's axis values (dotted keys for recipes,
+    keyword names for functions); ``axes`` only the axis values, in the grid's axis order.
+    """
+
+    id: str
+    kind: str
+    target: str
+    params: dict[str, Any]
+    axes: dict[str, Any]
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "target": self.target, "params": self.params,
+                "axes": self.axes, "seed": self.seed}
+
+
+@dataclass
+class Grid:
+    """A parsed experiment file: its spec and its expanded cells (in product order)."""
+
+    name: str
+    kind: str
+    target: str
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    seeds: list[int]
+    cells: list[Cell]
+    spec: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def axis_names(self) -> list[str]:
+        return list(self.axes)
+
+
+def _slug(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "x"
+
+
+def cell_id(axes: Mapping[str, Any], seed: int, params: Mapping[str, Any], target: str) -> str:
+    """Deterministic, filesystem-safe id: readable axis values plus an 8-hex hash of everything
+    that defines the run (target, all parameters, seed)."""
+    readable = "-".join(
+        f"{key.split('.')[-1]}{'' if isinstance(v, (int, float)) and not isinstance(v, bool) else '_'}{_slug(v)}"
+        for key, v in axes.items()
+    )
+    payload = json.dumps({"target": target, "params": params, "seed": seed}, sort_keys=True,
+                         default=str)
+    digest = hashlib.sha1(payload.encode()).hexdigest()[:8]
+    head = f"{readable}-seed{seed}" if readable else f"seed{seed}"
+    return f"{head}-{digest}"
+
+
+def resolve_function(target: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"``; a clear error when it cannot."""
+    if not isinstance(target, str) or ":" not in target:
+        raise ConfigurationError(
+            f"experiment 'function' must be 'module:function', received {target!r}")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigurationError(
+            f"experiment 'function': cannot import module {module_name!r} ({err})") from err
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigurationError(
+            f"experiment 'function': module {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+def _check_function_params(target: str, keys: list[str]) -> None:
+    fn = resolve_function(target)
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    accepted = [n for n in sig.parameters if n != "seed"]
+    unknown = [k for k in keys if k not in accepted]
+    if unknown:
+        raise ConfigurationError(
+            f"experiment function {target!r} has no parameter(s) {unknown}; accepted: {accepted}")
+    if "seed" not in sig.parameters:
+        raise ConfigurationError(
+            f"experiment function {target!r} must take a 'seed' keyword argument")
+
+
+def expand(spec: Mapping[str, Any], source: Path | None = None) -> Grid:
+    """Check an experiment spec (a parsed YAML mapping) and expand its axes into cells.
+
+    Returns a :class:`Grid` whose ``cells`` are the product of the axes (first axis slowest)
+    times the seeds. Raises :class:`ConfigurationError` naming the key on an unknown top-level
+    key, an unknown kind, an empty or non-list axis, a key both in ``base`` and ``axes``, or
+    (``kind: function``) a parameter the function does not accept.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigurationError(f"experiment file must be a mapping, received {type(spec).__name__}")
+    unknown = [k for k in spec if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise ConfigurationError(
+            f"experiment file has unknown key(s) {unknown}; accepted: {list(TOP_LEVEL_KEYS)}")
+    kind = spec.get("kind", "function")
+    if kind not in KINDS:
+        raise ConfigurationError(f"experiment 'kind' must be one of {list(KINDS)}, received {kind!r}")
+    target = spec.get(kind)
+    if not target:
+        raise ConfigurationError(f"experiment of kind {kind!r} needs a {kind!r} key")
+    name = spec.get("name") or (source.stem if source else "experiment")
+    base = dict(spec.get("base") or {})
+    axes_spec = spec.get("axes") or {}
+    if not isinstance(axes_spec, Mapping):
+        raise ConfigurationError(f"experiment 'axes' must be a mapping, received {axes_spec!r}")
+    axes: dict[str, list[Any]] = {}
+    for key, values in axes_spec.items():
+        if not isinstance(values, list):
+            raise ConfigurationError(
+                f"experiment axis {key!r} must be a list of values, received {values!r}")
+        if not values:
+            raise ConfigurationError(f"experiment axis {key!r} is empty; give at least one value")
+        if key in base:
+            raise ConfigurationError(f"experiment key {key!r} is both in 'base' and in 'axes'")
+        if key == "seed":
+            raise ConfigurationError("put 'seed' at the top level of the experiment file, not in 'axes'")
+        axes[key] = list(values)
+    seeds = spec.get("seed", [0])
+    seeds = [seeds] if isinstance(seeds, int) else seeds
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigurationError(f"experiment 'seed' must be an int or a non-empty list of ints, received {seeds!r}")
+    if kind == "function":
+        _check_function_params(target, list(base) + list(axes))
+
+    cells = []
+    for combo in itertools.product(*axes.values()):
+        axis_values = dict(zip(axes, combo))
+        for seed in seeds:
+            params = {**base, **axis_values}
+            cells.append(Cell(cell_id(axis_values, seed, params, target), kind, target, params,
+                              axis_values, seed))
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError(f"experiment {name!r} has repeated cells (duplicate axis values?)")
+    return Grid(name, kind, target, base, axes, list(seeds), cells, dict(spec), source)
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read an experiment YAML and expand it (see :func:`expand`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"experiment file {str(path)!r} does not exist")
+    with path.open() as fh:
+        spec = yaml.safe_load(fh)
+    return expand(spec, source=path)

@@ -1,0 +1,169 @@
+"""Run a grid's cells one after the other, resumably, and gather their rows into one table.
+
+Output folder layout::
+
+    OUT/experiment.yaml          the spec as run (so ``report OUT`` needs nothing else)
+    OUT/cells/<cell id>/cell.json    the cell's resolved parameters and seed
+    OUT/cells/<cell id>/rows.csv     its metric rows (one per logged step)
+    OUT/cells/<cell id>/DONE         written atomically *after* rows.csv: the cell is finished
+    OUT/results.csv              the tidy table over every finished cell (see ``table``)
+
+A cell without ``DONE`` (never started, crashed, interrupted) is wiped and run again; a cell with
+it is never rerun. Spreading a grid over many machines is ``wandb sweep``'s job, not this one's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ortho_lightning.exceptions import DataError
+from ortho_lightning.experiments.grid import Cell, Grid, resolve_function
+from ortho_lightning.experiments.table import (
+    cell_table_rows,
+    read_lightning_metrics,
+    read_table_loose,
+    table_columns,
+    write_table,
+)
+
+DONE_MARKER = "DONE"
+TABLE_NAME = "results.csv"
+SPEC_NAME = "experiment.yaml"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def cell_dir(out_dir: str | Path, cell: Cell) -> Path:
+    """The folder of one cell's outputs."""
+    return Path(out_dir) / "cells" / cell.id
+
+
+def is_done(out_dir: str | Path, cell: Cell) -> bool:
+    """Whether the cell finished (its ``DONE`` marker exists)."""
+    return (cell_dir(out_dir, cell) / DONE_MARKER).is_file()
+
+
+def recipe_argv(cell: Cell, folder: Path) -> list[str]:
+    """The LightningCLI arguments of a recipe cell: its config, each parameter as
+    ``--key=value`` (YAML-encoded), its seed, and a CSVLogger into the cell folder (so a grid
+    never needs W&B)."""
+    argv = ["fit", "--config", cell.target]
+    for key, value in cell.params.items():
+        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        text = text.removesuffix("\n...").strip()
+        argv.append(f"--{key}={text}")
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+              "init_args": {"save_dir": str(folder), "name": "csv", "version": "run"}}
+    argv += [f"--seed_everything={cell.seed}", f"--trainer.logger={json.dumps(logger)}",
+             f"--trainer.default_root_dir={folder}"]
+    return argv
+
+
+def run_recipe_cell(cell: Cell, folder: Path, test: bool = False) -> list[dict[str, Any]]:
+    """Train one recipe cell in-process through ``ortho_lightning.cli.cli_main`` and return the
+    rows of its ``metrics.csv`` (merged per step). With ``test=True`` the trained model is also
+    evaluated on the test split and the ``test/*`` values land in the last row."""
+    from ortho_lightning.cli import cli_main  # the CLI imports Lightning and the recipes
+
+    cli = cli_main(recipe_argv(cell, folder))
+    if test:
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+        for logger in cli.trainer.loggers:
+            logger.save()
+    found = sorted(folder.rglob("metrics.csv"))
+    if not found:
+        raise DataError(f"cell {cell.id!r}: the run wrote no metrics.csv under {str(folder)!r}")
+    return read_lightning_metrics(found[-1])
+
+
+def run_function_cell(cell: Cell) -> list[dict[str, Any]]:
+    """Call a measurement function ``fn(**params, seed=seed)`` with torch's global RNG seeded
+    too, and return its rows (a dict is one row)."""
+    fn = resolve_function(cell.target)
+    torch.manual_seed(cell.seed)
+    rows = fn(**cell.params, seed=cell.seed)
+    if isinstance(rows, dict):
+        rows = [rows]
+    return list(rows)
+
+
+def run_cell(cell: Cell, out_dir: str | Path, spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run one cell from scratch into its folder and mark it done; returns its table rows."""
+    folder = cell_dir(out_dir, cell)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    _atomic_write_text(folder / "cell.json", json.dumps(cell.to_json(), indent=2, default=str))
+    start = time.perf_counter()
+    if cell.kind == "function":
+        rows = run_function_cell(cell)
+    else:
+        rows = run_recipe_cell(cell, folder, test=bool((spec or {}).get("test", False)))
+    wall = time.perf_counter() - start
+    stamped = cell_table_rows(cell.id, cell.axes, cell.seed, rows)
+    write_table(folder / "rows.csv", table_columns(list(cell.axes), stamped), stamped)
+    _atomic_write_text(folder / DONE_MARKER, json.dumps({"rows": len(stamped), "wall_s": wall}))
+    return stamped
+
+
+def collect_table(grid: Grid, out_dir: str | Path) -> Path:
+    """Concatenate the rows of every finished cell of the grid into ``OUT/results.csv``."""
+    rows: list[dict[str, Any]] = []
+    for cell in grid.cells:
+        if is_done(out_dir, cell):
+            rows += read_table_loose(cell_dir(out_dir, cell) / "rows.csv")[1]
+    return write_table(Path(out_dir) / TABLE_NAME, table_columns(grid.axis_names, rows), rows)
+
+
+def run_grid(grid: Grid, out_dir: str | Path, *, dry_run: bool = False, progress: bool = True,
+             report: bool = True, echo: Callable[[str], Any] = print) -> Path | None:
+    """Run every unfinished cell of ``grid`` in order, then write the table and the report.
+
+    Returns the table's path, or ``None`` for a dry run (which only lists the cells, marks the
+    finished ones, and for recipe cells shows the command line). An exception in a cell
+    propagates after leaving that cell unmarked, so the next call reruns only it and the rest.
+    """
+    out_dir = Path(out_dir)
+    todo = [c for c in grid.cells if not is_done(out_dir, c)]
+    if dry_run:
+        echo(f"experiment {grid.name!r}: {len(grid.cells)} cells, {len(todo)} to run, out {out_dir}")
+        for cell in grid.cells:
+            state = "done" if cell not in todo else "todo"
+            line = f"  [{state}] {cell.id}"
+            if cell.kind == "recipe":
+                line += "  ortho-lightning " + " ".join(recipe_argv(cell, cell_dir(out_dir, cell)))
+            echo(line)
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out_dir / SPEC_NAME, yaml.safe_dump(grid.spec, sort_keys=False))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(grid.cells), initial=len(grid.cells) - len(todo), desc=grid.name,
+               unit="cell", disable=not progress, file=sys.stderr, position=0)
+    try:
+        for cell in todo:
+            bar.set_postfix_str(cell.id)
+            run_cell(cell, out_dir, grid.spec)
+            bar.update(1)
+    finally:
+        bar.close()
+    table = collect_table(grid, out_dir)
+    if report:
+        from ortho_lightning.experiments.report import make_report
+
+        make_report(out_dir)
+    return table

@@ -1,0 +1,69 @@
+import pytest
+
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.experiments.grid import expand, load_grid
+
+FN = "tests.experiments.fake_cells:quadratic"
+
+
+def spec(**over):
+    base = {"name": "t", "kind": "function", "function": FN, "base": {"steps": 2},
+            "axes": {"a": [1.0, 2.0, 3.0], "b": [1, 5]}, "seed": [0, 1]}
+    base.update(over)
+    return base
+
+
+def test_expansion_is_the_axis_product_times_seeds():
+    grid = expand(spec())
+    assert len(grid.cells) == 3 * 2 * 2
+    combos = [(c.axes["a"], c.axes["b"], c.seed) for c in grid.cells]
+    assert combos == [(a, b, s) for a in (1.0, 2.0, 3.0) for b in (1, 5) for s in (0, 1)]
+    assert all(c.params == {"steps": 2, "a": c.axes["a"], "b": c.axes["b"]} for c in grid.cells)
+    assert len({c.id for c in grid.cells}) == 12
+
+
+def test_ids_are_deterministic_readable_and_change_with_base():
+    ids1 = [c.id for c in expand(spec()).cells]
+    ids2 = [c.id for c in expand(spec()).cells]
+    assert ids1 == ids2
+    assert ids1[0].startswith("a1.0-b1-seed0-")
+    ids3 = [c.id for c in expand(spec(base={"steps": 3})).cells]
+    assert set(ids1).isdisjoint(ids3)
+
+
+def test_string_axis_values_are_slugged():
+    grid = expand({"kind": "recipe", "recipe": "r.yaml",
+                   "axes": {"model.init_args.scheme": ["orthogonal", "gaussian/x"]}})
+    assert [c.id.rsplit("-", 1)[0] for c in grid.cells] == [
+        "scheme_orthogonal-seed0", "scheme_gaussian_x-seed0"]
+
+
+def test_load_grid_reads_yaml(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(f"kind: function\nfunction: {FN}\naxes:\n  a: [1, 2]\nseed: 7\n")
+    grid = load_grid(path)
+    assert grid.name == "g" and [c.seed for c in grid.cells] == [7, 7]
+
+
+BAD = [
+    ("unknown_top_key", {"axis": {"a": [1]}}, "unknown key(s) ['axis']"),
+    ("empty_axis", {"axes": {"a": []}}, "axis 'a' is empty"),
+    ("axis_not_list", {"axes": {"a": 3}}, "axis 'a' must be a list"),
+    ("unknown_param", {"axes": {"a": [1], "depth": [4]}}, "no parameter(s) ['depth']"),
+    ("bad_kind", {"kind": "shell"}, "'kind' must be one of ['function', 'recipe']"),
+    ("bad_function", {"function": "tests.experiments.fake_cells:nope"}, "no callable 'nope'"),
+    ("base_and_axis", {"base": {"a": 1}}, "'a' is both in 'base' and in 'axes'"),
+    ("bad_seed", {"seed": []}, "'seed' must be an int or a non-empty list"),
+]
+
+
+@pytest.mark.parametrize("over,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_specs_raise_naming_the_key(over, message):
+    with pytest.raises(ConfigurationError) as err:
+        expand(spec(**over))
+    assert message in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_grid(tmp_path / "nope.yaml")

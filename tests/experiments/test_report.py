@@ -1,0 +1,69 @@
+import pytest
+import yaml
+
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.experiments.cli import main
+from ortho_lightning.experiments.report import linear_slope, make_report
+
+SPEC = {
+    "name": "toy", "kind": "function", "function": "tests.experiments.fake_cells:quadratic",
+    "base": {"steps": 4}, "axes": {"a": [1.0, 2.0, 4.0], "b": [1, 3]}, "seed": [0, 1],
+    "report": {
+        "figures": [
+            {"name": "loss_vs_a", "x": "a", "y": "loss", "hue": "b", "where": {"step": "last"},
+             "fit": "linear"},
+            {"name": "curves", "x": "step", "y": ["loss", "noise"], "hue": ["a", "b"], "logy": True},
+        ],
+        "summary": {"group": ["a", "b"], "columns": ["loss"], "where": {"step": "last"}},
+    },
+}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert main(["experiment", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    return tmp_path / "out"
+
+
+def test_experiment_writes_figures_and_summary(folder):
+    for name in ("loss_vs_a", "curves"):
+        for ext in ("png", "svg"):
+            assert (folder / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    text = (folder / "summary.md").read_text()
+    assert "12 finished cells, 48 rows" in text
+    assert "![loss_vs_a](figures/loss_vs_a.png)" in text
+    # last step is 3: loss = a*b*9, so slope vs a is 9*b (b=1 -> 9, b=3 -> 27)
+    assert "| loss_vs_a | b=1 | 9 |" in text and "| loss_vs_a | b=3 | 27 |" in text
+    assert "| 4 | 3 | 108 ± 0 (n=2) |" in text
+
+
+def test_report_redraws_from_the_table_alone(folder):
+    (folder / "summary.md").unlink()
+    for f in (folder / "figures").iterdir():
+        f.unlink()
+    import shutil
+
+    shutil.rmtree(folder / "cells")  # no cell outputs, no training: only results.csv
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "figures" / "curves.svg").is_file()
+    assert "| loss_vs_a | b=3 | 27 |" in (folder / "summary.md").read_text()
+
+
+def test_report_on_a_non_experiment_folder_is_an_error(tmp_path):
+    with pytest.raises(ConfigurationError, match="no experiment.yaml"):
+        make_report(tmp_path)
+
+
+def test_report_names_a_missing_column(folder):
+    spec = yaml.safe_load((folder / "experiment.yaml").read_text())
+    spec["report"]["figures"][0]["y"] = "accuracy"
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigurationError, match=r"column\(s\) \['accuracy'\] are not in the table"):
+        make_report(folder)
+
+
+def test_linear_slope_matches_closed_form():
+    slope, icpt = linear_slope([1, 2, 3, 4], [3, 5, 7, 9])
+    assert slope == pytest.approx(2.0) and icpt == pytest.approx(1.0)
