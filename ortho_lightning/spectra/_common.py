@@ -1,0 +1,108 @@
+"""Shared plumbing of the spectra functions: measuring mode, the parameters as variables,
+input checks, and the autodiff-friendly backend switch for recurrent modules.
+
+How parameters are differentiated: every function here calls the model through
+:func:`torch.func.functional_call` with a dict built from ``model.named_parameters()``
+(detached copies). For a geotorch / ``torch.nn.utils.parametrize`` module those names are the
+*unconstrained originals* (``parametrizations.weight.original``), so Jacobians and Fishers are
+taken with respect to them, through the parametrization. Frozen parameters
+(``requires_grad=False``) are not variables. Nothing is written to any ``.grad``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ortho_lightning.exceptions import ConfigurationError, ShapeError
+
+OutputFn = Callable[[object], Tensor]
+
+
+@contextlib.contextmanager
+def measuring(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
+    """Put ``model`` in eval mode (if asked) for the block, and restore every submodule's own
+    ``training`` flag afterwards, even on error."""
+    modes = [(m, m.training) for m in model.modules()]
+    if eval_mode:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def variables(model: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of the trainable parameters, keyed by ``named_parameters()`` names."""
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ConfigurationError(
+            f"{type(model).__name__} has no trainable parameters (requires_grad=True); "
+            "the Fisher needs at least one"
+        )
+    return params
+
+
+def check_batch(x: object, name: str = "x") -> Tensor:
+    """``x`` must be a tensor with a batch dimension of at least one sample."""
+    if not isinstance(x, Tensor):
+        raise ShapeError(f"{name} must be a torch.Tensor batch, got {type(x).__name__}")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ShapeError(
+            f"{name} must have a leading batch dimension with >= 1 sample, got shape "
+            f"{tuple(x.shape)}"
+        )
+    return x
+
+
+def as_batch_output(
+    out: object, n: int, output_fn: OutputFn | None, what: str, require_2d: bool = False
+) -> Tensor:
+    """Apply ``output_fn`` and flatten to (N, D); check the batch size is still ``n`` (and,
+    with ``require_2d``, that the output is exactly (N, C), e.g. class logits)."""
+    if output_fn is not None:
+        out = output_fn(out)
+    if not isinstance(out, Tensor):
+        raise ShapeError(
+            f"the {what} returned {type(out).__name__}, not a Tensor; pass output_fn= to pick "
+            "the tensor to measure (e.g. output_fn=lambda out: out[0])"
+        )
+    if out.dim() < 1 or out.shape[0] != n:
+        raise ShapeError(
+            f"the {what} output has shape {tuple(out.shape)}: expected batch size {n} first "
+            f"(the batch of x); batch-first outputs are required"
+        )
+    if require_2d and out.dim() != 2:
+        raise ShapeError(
+            f"the {what} output has shape {tuple(out.shape)}: the categorical likelihood needs "
+            "(N, C) logits; pass output_fn= to select them"
+        )
+    return out.reshape(n, -1)
+
+
+def has_recurrent(model: nn.Module) -> bool:
+    """Whether the model contains a fused recurrent module (nn.RNN / LSTM / GRU)."""
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
+@contextlib.contextmanager
+def ad_friendly_backends(model: nn.Module) -> Iterator[None]:
+    """Forward-mode AD (jvp) is not implemented inside the oneDNN (mkldnn) and cuDNN fused RNN
+    kernels; for models with recurrent modules switch both backends off for the block so the
+    native (decomposed) kernels run. A no-op for other models."""
+    if not has_recurrent(model):
+        yield
+        return
+    with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
+        yield
+
+
+def check_choice(value: object, name: str, accepted: tuple[str, ...] | list[str]) -> str:
+    """``value`` must be one of ``accepted``; otherwise an error naming both."""
+    if value not in accepted:
+        raise ConfigurationError(f"{name} must be one of {sorted(accepted)}, got {value!r}")
+    return value  # type: ignore[return-value]

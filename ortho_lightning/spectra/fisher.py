@@ -1,0 +1,207 @@
+"""Eigenvalues, trace and spectral density of the true Fisher of a model's predictive
+distribution on a batch, F = (1/N) sum_i J_i^T H_i J_i (J_i = d outputs_i / d theta; H_i =
+diag(p_i) - p_i p_i^T for ``"categorical"`` logits, I for ``"gaussian"`` means): the exact
+expectation over the model's own predictions, no label sampling.
+
+``theta`` are the trainable ``named_parameters()`` (through any parametrization: see
+:mod:`ortho_lightning.spectra._common`). The model is measured in eval mode by default and its
+modes restored; no ``.grad`` is written.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.spectra._common import OutputFn, check_batch, check_choice, measuring
+from ortho_lightning.spectra.gram import BUDGET, fisher_gram
+from ortho_lightning.spectra.lanczos import gaussian_density, lanczos_topk, slq_nodes
+from ortho_lightning.spectra.likelihoods import LIKELIHOODS
+from ortho_lightning.spectra.operators import FisherOperator
+
+EIGEN_METHODS = ("exact", "lanczos")
+TRACE_METHODS = ("exact", "hutchinson")
+
+
+def _check(model: nn.Module, x: Tensor, likelihood: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise ConfigurationError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_batch(x)
+    check_choice(likelihood, "likelihood", tuple(LIKELIHOODS))
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def fisher_eigenvalues(
+    model: nn.Module,
+    x: Tensor,
+    likelihood: str = "categorical",
+    method: str = "exact",
+    k: int | None = None,
+    *,
+    tol: float = 1e-6,
+    seed: int = 0,
+    max_iter: int | None = None,
+    chunk_size: int | None = None,
+    output_fn: OutputFn | None = None,
+    eval_mode: bool = True,
+) -> Tensor:
+    """Eigenvalues of the Fisher, descending.
+
+    Args:
+        model: any module; its raw output on ``x`` is (N, C) logits (categorical) or means
+            (gaussian, flattened per sample), or ``output_fn`` picks it.
+        x: (N, ...) batch.
+        likelihood: ``"categorical"`` or ``"gaussian"``.
+        method: ``"exact"``: every eigenvalue of F that can be non-zero, from the
+            (N*C x N*C) dual Gram matrix (never P x P; structured per-layer Gram for
+            Linear/Conv, bounded-memory torch.func fallback elsewhere); ``"lanczos"``: the
+            top ``k`` by Lanczos on matrix-free Fisher-vector products (jvp + vjp, linear in P),
+            for when N*C is too large for a dense Gram.
+        k: number of eigenvalues (required for lanczos; for exact, keeps the top k).
+        tol: Lanczos relative residual tolerance.
+        seed: Lanczos start-vector seed (a private generator; global RNG untouched).
+        max_iter: Lanczos steps bound (default ``min(P, max(3k, k + 100))``).
+        chunk_size: vmap chunk of the generic Gram route.
+        output_fn: selects the output tensor from the model's output.
+        eval_mode: measure in eval mode and restore the modes after.
+
+    Returns:
+        1-d tensor, descending, >= 0. ``exact``: ``min(N*C, P)`` values (or ``k``); the other
+        P - N*C eigenvalues of F are zero, and for categorical N of the returned ones are zero
+        up to rounding (each H_i has the null vector 1). ``lanczos``: ``k`` values.
+    """
+    _check(model, x, likelihood)
+    check_choice(method, "method", EIGEN_METHODS)
+    if method == "lanczos" and k is None:
+        raise ConfigurationError(
+            "method='lanczos' needs k (the number of top eigenvalues), got None"
+        )
+    if k is not None:
+        _positive_int(k, "k")
+    with measuring(model, eval_mode):
+        if method == "exact":
+            gram = fisher_gram(model, x, likelihood, output_fn=output_fn, chunk_size=chunk_size)
+            p = sum(q.numel() for q in model.parameters() if q.requires_grad)
+            values = torch.linalg.eigvalsh(gram).flip(0)[: min(gram.shape[0], p)].clamp_min(0)
+            return values if k is None else values[:k]
+        op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=eval_mode)
+        if k > op.shape[0]:
+            raise ConfigurationError(f"k={k} exceeds the number of parameters P={op.shape[0]}")
+        return lanczos_topk(
+            op.matvec,
+            op.shape[0],
+            k,
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            dtype=op.dtype,
+            device=op.device,
+        )
+
+
+def fisher_trace(
+    model: nn.Module,
+    x: Tensor,
+    likelihood: str = "categorical",
+    method: str = "exact",
+    *,
+    num_probes: int = 64,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    output_fn: OutputFn | None = None,
+    eval_mode: bool = True,
+) -> Tensor:
+    """tr F, a 0-d tensor.
+
+    ``exact``: the trace of the dual Gram (1/N) sum_{i,c} ||J_i^T S_i[:, c]||^2 from its
+    diagonal only (structured for Linear/Conv layers). ``hutchinson``: the unbiased estimate
+    (1/N) mean_u ||J^T S u||^2 over ``num_probes`` Rademacher vectors u in output space, one
+    vjp each (vmapped in chunks of ``chunk_size``), seeded by ``seed``.
+    """
+    _check(model, x, likelihood)
+    check_choice(method, "method", TRACE_METHODS)
+    with measuring(model, eval_mode):
+        if method == "exact":
+            diag = fisher_gram(
+                model, x, likelihood, output_fn=output_fn, chunk_size=chunk_size, diagonal=True
+            )
+            return diag.sum()
+        _positive_int(num_probes, "num_probes")
+        op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=False)
+        f = op.outputs
+        gen = torch.Generator(device=f.device)
+        gen.manual_seed(seed)
+        u = torch.randint(0, 2, (num_probes, *f.shape), generator=gen, device=f.device)
+        u = u.to(f.dtype) * 2 - 1
+        sqrt_h = LIKELIHOODS[likelihood].sqrt(f)
+        w = torch.einsum("ncd,knd->knc", sqrt_h, u)  # S_i u_i per probe
+        g = torch.func.vmap(op.vjp, chunk_size=chunk_size)(w)
+        return (g**2).sum(1).mean() / op.n
+
+
+def spectral_density(
+    model: nn.Module,
+    x: Tensor,
+    likelihood: str = "categorical",
+    *,
+    num_probes: int = 8,
+    lanczos_steps: int = 40,
+    grid: Tensor | int = 512,
+    sigma: float | None = None,
+    seed: int = 0,
+    output_fn: OutputFn | None = None,
+    eval_mode: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """The Fisher's eigenvalue density (1/P) sum_j delta(lambda_j), broadened by a Gaussian of
+    width ``sigma``, by stochastic Lanczos quadrature (``num_probes`` Rademacher probes,
+    ``lanczos_steps`` steps each) on matrix-free Fisher-vector products. Includes the mass at 0
+    of the P - rank null directions.
+
+    Args:
+        grid: evaluation points (1-d tensor), or their number, spread over
+            [min node - 5 sigma, max node + 5 sigma] so the density integrates to 1.
+        sigma: kernel width; default 1% of the spread of the quadrature nodes.
+
+    Returns:
+        (grid, density): two 1-d float64 tensors of equal length; density >= 0 and
+        integrates (trapezoid) to ~1 over the default grid.
+    """
+    _check(model, x, likelihood)
+    _positive_int(num_probes, "num_probes")
+    _positive_int(lanczos_steps, "lanczos_steps")
+    if isinstance(grid, Tensor):
+        if grid.dim() != 1 or grid.numel() < 2:
+            raise ShapeError(
+                f"grid must be a 1-d tensor of >= 2 points, got shape {tuple(grid.shape)}"
+            )
+    else:
+        _positive_int(grid, "grid")
+    if sigma is not None and not sigma > 0:
+        raise ConfigurationError(f"sigma must be > 0, got {sigma!r}")
+    with measuring(model, eval_mode):
+        op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=False)
+        nodes = slq_nodes(
+            op.matvec,
+            op.shape[0],
+            num_probes=num_probes,
+            steps=lanczos_steps,
+            seed=seed,
+            dtype=op.dtype,
+            device=op.device,
+        )
+    lo = min(float(t.min()) for t, _ in nodes)
+    hi = max(float(t.max()) for t, _ in nodes)
+    if sigma is None:
+        sigma = max(hi - lo, 1e-12 * max(abs(hi), 1.0)) / 100
+    if not isinstance(grid, Tensor):
+        grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, grid, dtype=torch.float64)
+    return grid.to(torch.float64), gaussian_density(nodes, grid, sigma)
+
+
+__all__ = ["BUDGET", "fisher_eigenvalues", "fisher_trace", "spectral_density"]

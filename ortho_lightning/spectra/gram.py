@@ -1,0 +1,263 @@
+"""The (N*C x N*C) dual Gram matrix of the Fisher, M = (1/N) G G^T with
+G[(i, c)] = J_i^T S_i[:, c] (J_i = d f_i / d theta, H_i = S_i S_i^T), so that F = (1/N) G^T G
+and M share their non-zero eigenvalues. Never forms anything P long per row where it can avoid
+it.
+
+Structured route (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` with plain, trainable, unshared
+weights; ``groups=1``, zero padding): the row of G for one such layer is the outer product
+(summed over positions l) of the back-propagated output gradient delta_{i,c,l} and the layer
+input a_{i,l} (unfolded patches for convolutions), so the layer's share of G G^T is
+sum_{l,m} (delta_{icl} . delta_{jdm}) (a_{il} . a_{jm}) (+ the bias term without the a factor):
+products of small Gram matrices. All N*C deltas come from one batched backward pass
+(``is_grads_batched``) with cotangents S_i[:, c]; layer inputs and outputs are captured by
+forward hooks. With positions (convolutions, Linear on sequences) the cheaper of the pairwise
+form and the per-row weight-gradient form is used, under a memory budget.
+
+Generic route (every other trainable parameter: parametrized weights, recurrent modules,
+norms, embeddings...): rows of G restricted to groups of parameters, by ``torch.func``
+(per-sample ``vmap`` of ``vjp``; for models with fused ``nn.RNN``/``LSTM``/``GRU``, whose
+kernels cannot be vmapped over samples, ``vmap`` over per-sample cotangents of the batch map),
+and the Gram accumulated group by group so memory stays bounded by ``budget`` elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vjp, vmap
+from torch.nn.utils import parametrize
+
+from ortho_lightning.spectra._common import (
+    OutputFn,
+    as_batch_output,
+    has_recurrent,
+    variables,
+)
+from ortho_lightning.spectra.likelihoods import LIKELIHOODS
+
+#: Default bound (in tensor elements) on the intermediate blocks of the Gram computation.
+BUDGET = 2**25
+
+STRUCTURED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass
+class _Capture:
+    module: nn.Module
+    names: list[str]
+    calls: int = 0
+    inp: Tensor | None = None
+    out: Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _prefixed(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _structured(model: nn.Module, params: dict[str, Tensor]) -> dict[str, _Capture]:
+    found: dict[str, _Capture] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, STRUCTURED) or parametrize.is_parametrized(module):
+            continue
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)) and (
+            module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str)
+        ):
+            continue
+        names = [_prefixed(name, "weight")]
+        if module.bias is not None:
+            names.append(_prefixed(name, "bias"))
+        if all(n in params for n in names):
+            found[name] = _Capture(module, names)
+    return found
+
+
+def _positions(cap: _Capture, delta: Tensor) -> tuple[Tensor, Tensor]:
+    """Layer input as (N, L, I) and output gradients (C, N, ...) as (N, C, L, O)."""
+    m, a = cap.module, cap.inp
+    c, n = delta.shape[0], delta.shape[1]
+    if isinstance(m, nn.Linear):
+        return a.reshape(n, -1, a.shape[-1]), delta.reshape(c, n, -1, delta.shape[-1]).transpose(
+            0, 1
+        )
+    if isinstance(m, nn.Conv1d):
+        a = a.unsqueeze(2)
+        kernel, dil, pad, stride = (
+            (1, *m.kernel_size),
+            (1, *m.dilation),
+            (0, *m.padding),
+            (1, *m.stride),
+        )
+    else:
+        kernel, dil, pad, stride = m.kernel_size, m.dilation, m.padding, m.stride
+    unf = F.unfold(a, kernel, dilation=dil, padding=pad, stride=stride)  # (N, I, L)
+    d = delta.reshape(c, n, delta.shape[2], -1)  # (C, N, O, L)
+    return unf.transpose(1, 2), d.permute(1, 0, 3, 2)
+
+
+def _outer_gram(a: Tensor, d: Tensor, bias: bool, diagonal: bool, budget: int) -> Tensor:
+    """Gram (or its diagonal) of the rows g_{ic} = sum_l d_{icl} a_{il}^T (+ sum_l d_{icl})."""
+    n, length, i_dim = a.shape
+    c, o_dim = d.shape[1], d.shape[3]
+    b = 1.0 if bias else 0.0
+    if length == 1:
+        a1, d1 = a[:, 0], d[:, :, 0]
+        if diagonal:
+            return ((d1**2).sum(-1) * ((a1**2).sum(-1) + b)[:, None]).reshape(-1)
+        dd = d1.reshape(n * c, o_dim)
+        kd = (dd @ dd.T).view(n, c, n, c)
+        ka = a1 @ a1.T + b
+        return (kd * ka[:, None, :, None]).reshape(n * c, n * c)
+    rows = n * c
+    if diagonal:
+        pair_cost, pair_mem = rows * length**2 * o_dim + n * length**2 * i_dim, rows * length**2
+    else:
+        pair_cost = (rows * length) ** 2 * o_dim + (n * length) ** 2 * i_dim
+        pair_mem = (rows * length) ** 2
+    mat_cost = rows * length * o_dim * i_dim + (0 if diagonal else rows**2 * o_dim * i_dim)
+    if pair_cost < mat_cost and pair_mem <= budget:
+        if diagonal:
+            kd = torch.einsum("nclo,ncmo->nclm", d, d)
+            ka = torch.einsum("nli,nmi->nlm", a, a) + b
+            return torch.einsum("nclm,nlm->nc", kd, ka).reshape(-1)
+        kd = (d.reshape(-1, o_dim) @ d.reshape(-1, o_dim).T).view(n, c, length, n, c, length)
+        ka = (a.reshape(-1, i_dim) @ a.reshape(-1, i_dim).T).view(n, length, n, length) + b
+        return torch.einsum("ialjbm,iljm->iajb", kd, ka).reshape(rows, rows)
+    out = torch.zeros((rows,) if diagonal else (rows, rows), dtype=a.dtype, device=a.device)
+    step = max(1, budget // max(1, rows * i_dim))
+    for lo in range(0, o_dim, step):
+        g = torch.einsum("nclo,nli->ncoi", d[..., lo : lo + step], a).reshape(rows, -1)
+        out += (g**2).sum(1) if diagonal else g @ g.T
+    if bias:
+        gb = d.sum(2).reshape(rows, o_dim)
+        out += (gb**2).sum(1) if diagonal else gb @ gb.T
+    return out
+
+
+def _groups(params: dict[str, Tensor], names: list[str], rows: int, budget: int) -> list[list[str]]:
+    groups: list[list[str]] = []
+    size = 0
+    for name in names:
+        numel = params[name].numel()
+        if groups and (size + numel) * rows <= budget:
+            groups[-1].append(name)
+            size += numel
+        else:
+            groups.append([name])
+            size = numel
+    return groups
+
+
+def _generic_rows(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    group: list[str],
+    x: Tensor,
+    sqrt_h: Tensor,
+    output_fn: OutputFn | None,
+    require_2d: bool,
+    chunk_size: int | None,
+) -> Tensor:
+    """Rows of G restricted to the parameters in ``group``: (N*C, numel(group))."""
+    n, c = sqrt_h.shape[0], sqrt_h.shape[1]
+    fixed = {k: v for k, v in params.items() if k not in group}
+    sub = {k: params[k] for k in group}
+    if has_recurrent(model):
+
+        def batch_out(p: dict[str, Tensor]) -> Tensor:
+            out = functional_call(model, {**fixed, **p}, (x,))
+            return as_batch_output(out, n, output_fn, "model", require_2d)
+
+        _, pull = vjp(batch_out, sub)
+        eye = torch.eye(n, dtype=sqrt_h.dtype, device=sqrt_h.device)
+        # cot[i, c, j, :] = delta_ij S_i[:, c]
+        cot = eye[:, None, :, None] * sqrt_h.transpose(1, 2)[:, :, None, :]
+        (grads,) = vmap(pull, chunk_size=chunk_size)(cot.reshape(n * c, n, c))
+    else:
+
+        def one(p: dict[str, Tensor], xi: Tensor, si: Tensor) -> dict[str, Tensor]:
+            def single(q: dict[str, Tensor]) -> Tensor:
+                out = functional_call(model, {**fixed, **q}, (xi[None],))
+                return as_batch_output(out, 1, output_fn, "model", require_2d)[0]
+
+            _, pull_one = vjp(single, p)
+            return vmap(pull_one)(si.T)[0]
+
+        grads = vmap(one, in_dims=(None, 0, 0), chunk_size=chunk_size)(sub, x, sqrt_h)
+    return torch.cat([grads[k].reshape(n * c, -1) for k in group], dim=1)
+
+
+def fisher_gram(
+    model: nn.Module,
+    x: Tensor,
+    likelihood: str = "categorical",
+    *,
+    output_fn: OutputFn | None = None,
+    chunk_size: int | None = None,
+    diagonal: bool = False,
+    structured: bool = True,
+    budget: int = BUDGET,
+) -> Tensor:
+    """The dual Gram matrix M = (1/N) G G^T of the Fisher (see module docstring), in the
+    model's current mode (callers wrap it in :func:`~ortho_lightning.spectra._common.measuring`).
+
+    Args:
+        model, x, likelihood, output_fn: as in :func:`fisher_eigenvalues`.
+        chunk_size: samples (or per-sample cotangents) per vmap chunk of the generic route.
+        diagonal: return only diag(M), shape (N*C,) (its sum is tr F).
+        structured: use the structured route for Linear/Conv layers (``False``: generic only).
+        budget: bound, in elements, on intermediate blocks.
+
+    Returns:
+        (N*C, N*C) symmetric PSD matrix, rows ordered sample-major ((i, c) -> i*C + c); or its
+        diagonal.
+    """
+    lik = LIKELIHOODS[likelihood]
+    params = variables(model)
+    n = x.shape[0]
+    caps = _structured(model, params) if structured else {}
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+
+    def hook(cap: _Capture):
+        def fn(module: nn.Module, args: tuple, out: Tensor) -> None:
+            cap.calls += 1
+            cap.inp = args[0].detach()
+            cap.out = out
+
+        return fn
+
+    handles = [cap.module.register_forward_hook(hook(cap)) for cap in caps.values()]
+    try:
+        with torch.enable_grad():
+            out = functional_call(model, leaves if caps else params, (x,))
+    finally:
+        for h in handles:
+            h.remove()
+    f = as_batch_output(out, n, output_fn, "model", lik.matrix_output)
+    sqrt_h = lik.sqrt(f.detach())
+    c = f.shape[1]
+    rows = n * c
+    gram = torch.zeros((rows,) if diagonal else (rows, rows), dtype=f.dtype, device=f.device)
+    used = {k: cap for k, cap in caps.items() if cap.calls == 1 and cap.out is not None}
+    used = {k: cap for k, cap in used.items() if cap.out.requires_grad}
+    if used:
+        caps_list = list(used.values())
+        cot = sqrt_h.permute(2, 0, 1)  # cot[c, i, :] = S_i[:, c]
+        deltas = torch.autograd.grad(
+            f, [cap.out for cap in caps_list], cot, is_grads_batched=True, allow_unused=True
+        )
+        for cap, delta in zip(caps_list, deltas):
+            if delta is None:
+                continue
+            a, d = _positions(cap, delta)
+            gram += _outer_gram(a, d, cap.module.bias is not None, diagonal, budget)
+    del out, f, caps
+    covered = {name for cap in used.values() for name in cap.names}
+    rest = [k for k in params if k not in covered]
+    for group in _groups(params, rest, rows, budget):
+        g = _generic_rows(model, params, group, x, sqrt_h, output_fn, lik.matrix_output, chunk_size)
+        gram += (g**2).sum(1) if diagonal else g @ g.T
+    return gram / n
