@@ -1,0 +1,361 @@
+"""What every spectrum monitor shares: cadence, the fixed probe batch, rank zero, errors, logging.
+
+A monitor measures at fit start (the init on record), every ``every_n_steps`` optimizer steps
+and/or every ``every_n_epochs`` epochs. The subclass only says *what* to measure
+(:meth:`SpectrumMonitor.compute`); this base decides *when*, on *which rank*, and *where to log*.
+
+Guarantees (each tested in ``tests/callbacks/test_monitors.py``):
+
+- Measured on global rank zero only, with no collective inside: other ranks skip the work, so a
+  DDP run neither hangs nor pays for the measurement on every rank.
+- The model's train/eval mode (module by module) is restored, no ``.grad`` is touched, and the
+  training RNG is left alone (``torch.random.fork_rng``): a run with a monitor ends at the same
+  weights as a run without.
+- The probe batch is taken once (first ``probe_size`` samples the train or val loader yields) and
+  kept in the callback's ``state_dict`` (a plain tensor, ``weights_only``-safe), so a resumed run
+  continues the same series.
+- A failure inside a measurement (non-finite spectrum from NaN weights, out of memory, ...) is a
+  warning naming the cause; training goes on and the next cadence tries again.
+
+Where values go: scalars to every logger's ``log_metrics`` at ``trainer.global_step`` and into
+``trainer.callback_metrics`` (so ``EarlyStopping``/``ModelCheckpoint`` can watch e.g.
+``spectra/jacobian/max`` in single-process runs), and onto the callback as ``last_summary``.
+``pl_module.log`` is not used on purpose: it is illegal in ``on_fit_start``/``on_train_start``
+(the init measurement), it only reaches the loggers every ``log_every_n_steps`` batches (so a
+measurement at another step would be silently dropped), and under DDP a rank-zero-only
+``self.log`` is the documented deadlock trap. Histograms and figures go through the one adapter,
+:mod:`ortho_lightning.callbacks._logging`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+
+from ortho_lightning.callbacks._logging import log_figure, log_histogram
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.spectra._common import measuring as restore_modes
+
+PROBE_SOURCES = ("train", "val")
+
+
+@dataclass
+class Spectrum:
+    """One measured spectrum and what is logged about it.
+
+    Attributes:
+        prefix: key prefix of its scalars, e.g. ``"spectra/jacobian"``.
+        values: the spectrum, any shape (flattened for the histogram).
+        summary: ``{name: number}`` logged as ``<prefix>/<name>``.
+        histogram: name of the histogram key under ``prefix`` (``None``: no histogram).
+        plot_values: what the figure shows (default ``values``), e.g. squared singular values.
+        plot_label: x-axis label of the figure.
+        theory: optional ``(grid, density, atoms)`` predicted density drawn over the histogram;
+            ``atoms`` is a list of ``(location, mass)`` point masses.
+    """
+
+    prefix: str
+    values: Tensor
+    summary: dict[str, float]
+    histogram: str | None = "values"
+    plot_values: Tensor | None = None
+    plot_label: str = "value"
+    theory: tuple[Tensor, Tensor, list[tuple[float, float]]] | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def default_input(batch: Any) -> Tensor:
+    """The model input in a batch: the batch itself if it is a tensor, else its first element
+    (``(x, y)`` tuples and lists), else ``batch["x"]`` / ``batch["input"]`` of a mapping."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, Sequence) and len(batch) > 0 and isinstance(batch[0], Tensor):
+        return batch[0]
+    if isinstance(batch, Mapping):
+        for key in ("x", "input", "inputs"):
+            if isinstance(batch.get(key), Tensor):
+                return batch[key]
+    raise ConfigurationError(
+        f"cannot find the model input in a batch of type {type(batch).__name__}: expected a "
+        "tensor, a (x, ...) sequence or a mapping with key 'x'/'input'/'inputs'; pass "
+        "input_fn=lambda batch: ... to the monitor"
+    )
+
+
+def _first_loader(loaders: Any) -> Any:
+    if isinstance(loaders, Mapping):
+        return next(iter(loaders.values()), None)
+    if isinstance(loaders, Sequence):
+        return loaders[0] if len(loaders) else None
+    return loaders
+
+
+def _check_cadence(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name}: expected None or an int >= 1, got {value!r}")
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def measuring(model: nn.Module, eval_mode: bool) -> Iterator[None]:
+    """Fork the RNG (CPU and the model's CUDA device) and put ``model`` in eval mode (if asked)
+    for the block; restore the RNG and every submodule's own mode afterwards."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), restore_modes(model, eval_mode):
+        yield
+
+
+class SpectrumMonitor(Callback):
+    """Base of the spectrum monitors (see module docstring). Subclasses set :attr:`kind` and
+    :attr:`needs_probe` and implement :meth:`compute`.
+
+    Args:
+        every_n_steps: measure every this many optimizer steps (``trainer.global_step``, so with
+            ``accumulate_grad_batches=k`` every ``k * every_n_steps`` batches); ``None``: never.
+        every_n_epochs: measure at the end of every this many training epochs; ``None``: never.
+        on_fit_start: measure once before the first step (the init on record; skipped on resume).
+        probe_size: number of samples in the fixed probe batch.
+        probe_source: ``"train"`` or ``"val"``: the loader the probe is taken from.
+        input_fn: ``batch -> input tensor``; default :func:`default_input`.
+        histogram: also log the whole spectrum as a histogram (W&B, TensorBoard).
+        figure: also log a matplotlib figure of the spectrum over training (W&B image,
+            TensorBoard figure, PNG under ``<run dir>/figures``).
+        eval_mode: measure with the model in eval mode (dropout off, batch-norm running stats).
+    """
+
+    kind: ClassVar[str] = ""
+    needs_probe: ClassVar[bool] = True
+    history_length: ClassVar[int] = 6
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int | None,
+        every_n_epochs: int | None,
+        on_fit_start: bool,
+        probe_size: int,
+        probe_source: str,
+        input_fn: Callable[[Any], Tensor] | None,
+        histogram: bool,
+        figure: bool,
+        eval_mode: bool,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.every_n_steps = _check_cadence(f"{name}(every_n_steps)", every_n_steps)
+        self.every_n_epochs = _check_cadence(f"{name}(every_n_epochs)", every_n_epochs)
+        self.on_fit_start = _check_bool(f"{name}(on_fit_start)", on_fit_start)
+        if self.every_n_steps is None and self.every_n_epochs is None and not self.on_fit_start:
+            raise ConfigurationError(
+                f"{name}: every_n_steps=None, every_n_epochs=None and on_fit_start=False would "
+                "never measure; set at least one of them"
+            )
+        if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
+            raise ConfigurationError(f"{name}(probe_size): expected an int >= 1, got {probe_size!r}")
+        if probe_source not in PROBE_SOURCES:
+            raise ConfigurationError(
+                f"{name}(probe_source): expected one of {PROBE_SOURCES}, got {probe_source!r}"
+            )
+        if input_fn is not None and not callable(input_fn):
+            raise ConfigurationError(f"{name}(input_fn): expected a callable or None, got {input_fn!r}")
+        self.probe_size = probe_size
+        self.probe_source = probe_source
+        self.input_fn = input_fn
+        self.histogram = _check_bool(f"{name}(histogram)", histogram)
+        self.figure = _check_bool(f"{name}(figure)", figure)
+        self.eval_mode = _check_bool(f"{name}(eval_mode)", eval_mode)
+
+        self.probe: Tensor | None = None
+        self.last_summary: dict[str, float] = {}
+        self.last_step: int | None = None
+        self.measured_steps: list[int] = []
+        self.failures: int = 0
+        self._history: deque[tuple[int, Tensor]] = deque(maxlen=self.history_length)
+
+    # ----------------------------------------------------------------- what subclasses provide
+    def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
+        """Measure and return the spectra to log (called on rank zero, inside :func:`measuring`)."""
+        raise NotImplementedError
+
+    def _state_key_args(self) -> dict[str, Any]:
+        return {"every_n_steps": self.every_n_steps, "every_n_epochs": self.every_n_epochs}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(**self._state_key_args())
+
+    # ------------------------------------------------------------------------------- cadence
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.needs_probe and self.probe is None and trainer.is_global_zero:
+            self.probe = self._take_probe(trainer)
+        if self.on_fit_start and trainer.global_step == 0 and self.last_step != 0:
+            self._measure(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self.last_step:
+            self._measure(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if (
+            self.every_n_epochs
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            and trainer.global_step != self.last_step
+        ):
+            self._measure(trainer, pl_module)
+
+    # ------------------------------------------------------------------------------- probe
+    def _take_probe(self, trainer: Trainer) -> Tensor:
+        name = type(self).__name__
+        loaders = trainer.train_dataloader if self.probe_source == "train" else trainer.val_dataloaders
+        loader = _first_loader(loaders)
+        if loader is None:
+            raise ConfigurationError(
+                f"{name}(probe_source={self.probe_source!r}): the trainer has no "
+                f"{self.probe_source} dataloader to take the probe batch from"
+            )
+        get_input = self.input_fn or default_input
+        chunks, count = [], 0
+        # Iterating a shuffled loader draws seeds from the global generator: fork it.
+        with torch.random.fork_rng(devices=[]):
+            for batch in loader:
+                x = get_input(batch).detach().cpu()
+                chunks.append(x)
+                count += len(x)
+                if count >= self.probe_size:
+                    break
+        if not chunks:
+            raise ConfigurationError(f"{name}: the {self.probe_source} dataloader yielded no batch")
+        probe = torch.cat(chunks)[: self.probe_size].clone()
+        if len(probe) < self.probe_size:
+            warnings.warn(
+                f"{name}: probe_size={self.probe_size} but the {self.probe_source} dataloader "
+                f"yielded only {len(probe)} samples; measuring on those",
+                stacklevel=2,
+            )
+        return probe
+
+    # ------------------------------------------------------------------------------- measure
+    def _measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        step = trainer.global_step
+        self.last_step = step  # on every rank, so the cadence stays in step across ranks
+        if not trainer.is_global_zero:
+            return
+        probe = None
+        if self.needs_probe:
+            param = next(pl_module.parameters(), None)
+            probe = self.probe.to(param.device) if param is not None else self.probe
+        try:
+            with measuring(pl_module, self.eval_mode):
+                spectra = self.compute(pl_module, probe)
+            for s in spectra:
+                if not bool(torch.isfinite(s.values).all()):
+                    raise FloatingPointError(
+                        f"non-finite values in the {s.prefix} spectrum (NaN or inf in the "
+                        "weights or activations?)"
+                    )
+        except Exception as err:  # a monitor never stops training
+            self.failures += 1
+            if isinstance(err, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            warnings.warn(
+                f"{type(self).__name__}: measurement at step {step} failed "
+                f"({type(err).__name__}: {err}); training goes on, the next cadence tries again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        self._publish(trainer, spectra, step)
+
+    def _publish(self, trainer: Trainer, spectra: list[Spectrum], step: int) -> None:
+        scalars: dict[str, float] = {}
+        for s in spectra:
+            for key, value in {**s.summary, **s.extra}.items():
+                scalars[f"{s.prefix}/{key}"] = float(value)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in scalars.items()})
+        self.last_summary = scalars
+        self.measured_steps.append(step)
+        if self.histogram:
+            for s in spectra:
+                if s.histogram is not None:
+                    log_histogram(trainer, f"{s.prefix}/{s.histogram}", s.values, step)
+        if self.figure and spectra:
+            main = spectra[0]
+            shown = (main.plot_values if main.plot_values is not None else main.values).flatten()
+            self._history.append((step, shown.detach().float().cpu()))
+            fig = spectrum_figure(self._history, main.plot_label, main.theory, title=f"spectra/{self.kind}")
+            log_figure(trainer, f"spectra/{self.kind}/figure", fig, step)
+
+    # ------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "probe": self.probe,
+            "last_step": self.last_step,
+            "measured_steps": list(self.measured_steps),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.probe = state_dict.get("probe")
+        self.last_step = state_dict.get("last_step")
+        self.measured_steps = list(state_dict.get("measured_steps", []))
+
+
+def spectrum_figure(
+    history: Sequence[tuple[int, Tensor]],
+    xlabel: str,
+    theory: tuple[Tensor, Tensor, list[tuple[float, float]]] | None = None,
+    title: str = "",
+) -> Any:
+    """A matplotlib figure: density histograms of the spectrum at the last measured steps
+    (older ones fainter), and the predicted density (curve, point masses as arrows) if given."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    n = len(history)
+    for i, (step, values) in enumerate(history):
+        current = i == n - 1
+        ax.hist(
+            values.numpy(),
+            bins=40,
+            density=True,
+            histtype="stepfilled" if current else "step",
+            alpha=0.45 if current else 0.25 + 0.5 * i / max(n, 1),
+            label=f"step {step}",
+        )
+    if theory is not None:
+        grid, density, atoms = theory
+        if len(grid):
+            ax.plot(grid.cpu().numpy(), density.cpu().numpy(), "k-", lw=1.5, label="theory")
+        for location, mass in atoms:
+            ax.axvline(location, color="k", ls="--", lw=1.2, label=f"theory atom ({mass:.2f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

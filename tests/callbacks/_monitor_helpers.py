@@ -1,0 +1,148 @@
+"""A tiny model, data and readers of each logger's files, shared by the monitor tests."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import struct
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+IN, WIDTH, CLASSES = 6, 8, 3
+
+
+class TinyNet(LightningModule):
+    """6 -> 8 -> 8 -> 3 tanh MLP with optional dropout (so training consumes the RNG)."""
+
+    def __init__(self, lr: float = 0.1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lr = lr
+        self.layers = nn.Sequential(
+            nn.Linear(IN, WIDTH), nn.Tanh(), nn.Dropout(dropout), nn.Linear(WIDTH, WIDTH), nn.Tanh()
+        )
+        self.head = nn.Linear(WIDTH, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y))
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_loss", F.cross_entropy(self(x), y))
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class TinyNetWithFeatures(TinyNet):
+    """Like the recipe models: ``spectrum_output_fn`` is the deep part without the readout."""
+
+    @property
+    def spectrum_output_fn(self):
+        return self.layers
+
+
+def loader(n: int = 64, batch_size: int = 8, seed: int = 0, shuffle: bool = False) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    data = TensorDataset(torch.randn(n, IN, generator=g), torch.randint(0, CLASSES, (n,), generator=g))
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle)
+
+
+def trainer(root: Path, callbacks, logger=False, **kwargs) -> Trainer:
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(root),
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
+    options.update(kwargs)
+    return Trainer(**options)
+
+
+def dense_jacobian_svals(fn, x: torch.Tensor) -> torch.Tensor:
+    """Reference: per-sample Jacobians by torch.autograd.functional.jacobian, then SVD; (N, k)."""
+    rows = []
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(lambda v: fn(v[None])[0], xi)
+        rows.append(torch.linalg.svdvals(jac.reshape(jac.shape[0], -1)))
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------ reading loggers' files
+def csv_metrics(path: str | Path) -> dict[str, dict[int, float]]:
+    """``{key: {step: value}}`` from a CSVLogger ``metrics.csv``."""
+    out: dict[str, dict[int, float]] = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key != "step" and value not in ("", None):
+                    out.setdefault(key, {})[int(row["step"])] = float(value)
+    return out
+
+
+def tensorboard_events(log_dir: str | Path):
+    """An EventAccumulator loaded with every scalar, histogram and image of ``log_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def wandb_history(root: str | Path) -> list[dict[str, object]]:
+    """History rows of the offline W&B run under ``root`` (its ``run-*.wandb`` file).
+
+    wandb 0.31 writes offline runs only as this file (no ``wandb-summary.json``) and ships no
+    Python reader, so this reads its framing directly: a 7-byte header (``:W&B``, magic 0xBEE1,
+    version), then LevelDB-log records (4-byte checksum, 2-byte length, 1-byte type: 1 full,
+    2 first, 3 middle, 4 last) in 32 KiB blocks, each a ``wandb_internal_pb2.Record``.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = glob.glob(str(Path(root) / "**" / "offline-run-*" / "run-*.wandb"), recursive=True)
+    data = Path(path).read_bytes()
+    ident, magic, _ = struct.unpack("<4sHB", data[:7])
+    assert ident == b":W&B" and magic == 0xBEE1, f"not a W&B datastore file: {path}"
+    rows, pos, pending = [], 7, b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (kind == 0 and length == 0):
+            pos += left
+            continue
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append(
+                    {
+                        (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+                        for item in record.history.item
+                    }
+                )
+    return rows

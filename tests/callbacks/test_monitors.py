@@ -1,0 +1,311 @@
+"""The spectrum monitors inside real ``Trainer.fit`` runs on a tiny MLP.
+
+Facts checked against independent references: the logged numbers equal a dense
+``torch.autograd.functional.jacobian`` + SVD of the final model on the stored probe and the
+2-norm of the final weights; the keys read back from each logger's own files (CSV, TensorBoard
+event files, the offline W&B run file); training with monitors ends at the same weights as
+without; a resumed run continues the uninterrupted run's series exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+import ortho_lightning.spectra as spectra
+from ortho_lightning.callbacks import (
+    FisherSpectrumMonitor,
+    JacobianSpectrumMonitor,
+    WeightSpectrumMonitor,
+)
+from ortho_lightning.exceptions import ConfigurationError, SelectionError
+from tests._ddp import run_ddp_script
+from tests.callbacks._monitor_helpers import (
+    TinyNet,
+    TinyNetWithFeatures,
+    csv_metrics,
+    dense_jacobian_svals,
+    loader,
+    tensorboard_events,
+    trainer,
+    wandb_history,
+)
+
+# ------------------------------------------------------------------------ misconfiguration
+BAD_ARGUMENTS = [
+    (JacobianSpectrumMonitor, {"every_n_steps": 0}, "every_n_steps): expected None or an int >= 1, got 0"),
+    (JacobianSpectrumMonitor, {"every_n_steps": 2.5}, "every_n_steps): expected None or an int >= 1, got 2.5"),
+    (JacobianSpectrumMonitor, {"every_n_epochs": -1}, "every_n_epochs): expected None or an int >= 1, got -1"),
+    (
+        JacobianSpectrumMonitor,
+        {"every_n_steps": None, "on_fit_start": False},
+        "would never measure",
+    ),
+    (JacobianSpectrumMonitor, {"probe_size": 0}, "probe_size): expected an int >= 1, got 0"),
+    (JacobianSpectrumMonitor, {"probe_source": "test"}, "expected one of ('train', 'val'), got 'test'"),
+    (JacobianSpectrumMonitor, {"output_fn": 3}, "output_fn): expected a callable or None, got 3"),
+    (JacobianSpectrumMonitor, {"input_fn": "x"}, "input_fn): expected a callable or None, got 'x'"),
+    (JacobianSpectrumMonitor, {"chunk_size": 0}, "chunk_size): expected None or an int >= 1, got 0"),
+    (JacobianSpectrumMonitor, {"histogram": "yes"}, "histogram): expected True or False, got 'yes'"),
+    (FisherSpectrumMonitor, {"likelihood": "poisson"}, "('categorical', 'gaussian'), got 'poisson'"),
+    (FisherSpectrumMonitor, {"method": "dense"}, "('exact', 'lanczos'), got 'dense'"),
+    (FisherSpectrumMonitor, {"k": 0}, "k): expected None or an int >= 1, got 0"),
+    (FisherSpectrumMonitor, {"fisher_kwargs": [1]}, "fisher_kwargs): expected a dict or None, got [1]"),
+    (WeightSpectrumMonitor, {"figure": 1}, "figure): expected True or False, got 1"),
+    (WeightSpectrumMonitor, {"types": [int]}, "types: expected nn.Module subclasses"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    BAD_ARGUMENTS,
+    ids=[f"{c.__name__}-{next(iter(k))}" for c, k, _ in BAD_ARGUMENTS],
+)
+def test_bad_arguments_name_accepted_and_received(cls, kwargs, message):
+    with pytest.raises((ConfigurationError, SelectionError)) as info:
+        cls(**kwargs)
+    assert message in str(info.value)
+
+
+def test_include_that_matches_nothing_fails_at_setup(tmp_path):
+    monitor = WeightSpectrumMonitor(include="encoder.*")
+    with pytest.raises(SelectionError, match=r"\['encoder\.\*'\] match no module"):
+        trainer(tmp_path, [monitor], max_steps=1).fit(TinyNet(), loader())
+
+
+def test_probe_from_missing_val_loader_is_an_error(tmp_path):
+    monitor = JacobianSpectrumMonitor(probe_source="val")
+    with pytest.raises(ConfigurationError, match="no val dataloader"):
+        trainer(tmp_path, [monitor], max_steps=1, limit_val_batches=0).fit(TinyNet(), loader())
+
+
+# ------------------------------------------------------------------------ logged keys
+JACOBIAN_MAX = "spectra/jacobian/max"
+WEIGHT_MAX = "spectra/weights/layers.3.weight/max"
+
+
+def test_keys_reach_csv_tensorboard_and_wandb_with_reference_values(tmp_path):
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    tb_logger = TensorBoardLogger(tmp_path, name="tb")
+    wb_logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="monitors")
+    monitors = [
+        JacobianSpectrumMonitor(every_n_steps=2, probe_size=10, figure=True),
+        FisherSpectrumMonitor(every_n_steps=2, every_n_epochs=None, probe_size=4),
+        WeightSpectrumMonitor(every_n_steps=2, include="layers.*"),
+    ]
+    model = TinyNetWithFeatures()
+    fit = trainer(tmp_path, monitors, logger=[csv_logger, tb_logger, wb_logger], max_steps=4)
+    fit.fit(model, loader())
+    wb_logger.experiment.finish()
+    jac, fisher, weights = monitors
+    assert [m.measured_steps for m in monitors] == [[0, 2, 4]] * 3
+
+    # Independent references on the final model: dense Jacobian of the features (the model's
+    # spectrum_output_fn) on the stored probe, and the 2-norm of the final weight.
+    model.eval()
+    ref_sv = dense_jacobian_svals(model.layers, jac.probe)
+    assert ref_sv.shape == (10, 6)
+    ref_jac_max = ref_sv.max().item()
+    ref_weight_max = torch.linalg.matrix_norm(model.layers[3].weight.detach(), ord=2).item()
+    assert jac.last_summary[JACOBIAN_MAX] == pytest.approx(ref_jac_max, rel=1e-5)
+    assert weights.last_summary[WEIGHT_MAX] == pytest.approx(ref_weight_max, rel=1e-5)
+    assert float(fit.callback_metrics[JACOBIAN_MAX]) == pytest.approx(ref_jac_max, rel=1e-5)
+    assert any(k.startswith("spectra/fisher/") for k in fisher.last_summary)
+
+    # CSV: rows at steps 0, 2, 4; the last equals the reference.
+    rows = csv_metrics(f"{csv_logger.log_dir}/metrics.csv")
+    assert sorted(rows[JACOBIAN_MAX]) == [0, 2, 4]
+    assert rows[JACOBIAN_MAX][4] == pytest.approx(ref_jac_max, rel=1e-5)
+    assert rows[WEIGHT_MAX][4] == pytest.approx(ref_weight_max, rel=1e-5)
+    for key in fisher.last_summary:
+        assert sorted(rows[key]) == [0, 2, 4]
+
+    # TensorBoard: scalars, histograms and the figure.
+    events = tensorboard_events(tb_logger.log_dir)
+    scalars = {e.step: e.value for e in events.Scalars(JACOBIAN_MAX)}
+    assert sorted(scalars) == [0, 2, 4]
+    assert scalars[4] == pytest.approx(ref_jac_max, rel=1e-5)
+    tags = events.Tags()
+    assert {"spectra/jacobian/singular_values", "spectra/fisher/eigenvalues"} <= set(tags["histograms"])
+    assert "spectra/weights/layers.0.weight/singular_values" in tags["histograms"]
+    hist = events.Histograms("spectra/jacobian/singular_values")[-1]
+    assert hist.step == 4 and hist.histogram_value.num == 60  # 10 samples x 6 singular values
+    assert hist.histogram_value.max == pytest.approx(ref_jac_max, rel=1e-5)
+    assert "spectra/jacobian/figure" in tags["images"]
+
+    # W&B offline run file: scalars at their trainer step, histograms as W&B histograms.
+    history = wandb_history(tmp_path)
+    logged = {row["trainer/global_step"]: row[JACOBIAN_MAX] for row in history if JACOBIAN_MAX in row}
+    assert sorted(logged) == [0, 2, 4]
+    assert logged[4] == pytest.approx(ref_jac_max, rel=1e-5)
+    assert any(row.get("spectra/fisher/eigenvalues/_type") == "histogram" for row in history)
+
+    # The figure is also a PNG in the run folder.
+    assert list(tmp_path.glob("**/figures/spectra_jacobian_figure.png"))
+
+
+# ------------------------------------------------------------------------ training unchanged
+class _Snapshot(Callback):
+    """Placed around the monitors: records modes and gradients before, checks them after."""
+
+    def __init__(self, role: str, shared: dict) -> None:
+        self.role, self.shared = role, shared
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        state = (
+            [m.training for m in pl_module.modules()],
+            [None if p.grad is None else p.grad.clone() for p in pl_module.parameters()],
+            torch.get_rng_state(),
+        )
+        if self.role == "before":
+            self.shared["before"] = state
+            return
+        modes, grads, rng = self.shared["before"]
+        assert state[0] == modes
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(state[1], grads))
+        assert torch.equal(state[2], rng)
+        self.shared["checked"] = self.shared.get("checked", 0) + 1
+
+
+def _fit_weights(tmp_path, callbacks):
+    torch.manual_seed(1)
+    model = TinyNet(dropout=0.3)
+    model.layers[2].eval()  # a submodule frozen in eval mode must stay so
+    fit = trainer(tmp_path, callbacks, max_steps=4, accumulate_grad_batches=2)
+    fit.fit(model, loader(shuffle=True))
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_training_with_monitors_ends_at_identical_weights(tmp_path):
+    shared: dict = {}
+    monitors = [
+        JacobianSpectrumMonitor(every_n_steps=1, probe_size=8),
+        FisherSpectrumMonitor(every_n_steps=2, every_n_epochs=None, probe_size=4),
+        WeightSpectrumMonitor(every_n_steps=3, on_fit_start=False),
+    ]
+    callbacks = [_Snapshot("before", shared), *monitors, _Snapshot("after", shared)]
+    with_monitors = _fit_weights(tmp_path / "a", callbacks)
+    without = _fit_weights(tmp_path / "b", [])
+    assert all(torch.equal(a, b) for a, b in zip(with_monitors, without))
+    assert shared["checked"] == 8  # 4 optimizer steps x 2 accumulated batches
+    # The cadence counts optimizer steps, not batches: with accumulate_grad_batches=2 the
+    # 8 batches are 4 steps.
+    assert [m.measured_steps for m in monitors] == [[0, 1, 2, 3, 4], [0, 2, 4], [3]]
+
+
+# ------------------------------------------------------------------------ resume
+def test_resume_continues_the_same_probe_and_series(tmp_path):
+    def run(root, max_epochs, val_seed, ckpt_path=None):
+        torch.manual_seed(2)
+        monitor = JacobianSpectrumMonitor(every_n_steps=2, probe_size=6, probe_source="val")
+        logger = CSVLogger(root, name="csv")
+        fit = trainer(root, [monitor], logger=logger, max_epochs=max_epochs, limit_train_batches=3)
+        model = TinyNet()
+        fit.fit(model, loader(), loader(seed=val_seed), ckpt_path=ckpt_path)
+        return fit, monitor, csv_metrics(f"{logger.log_dir}/metrics.csv")
+
+    fit_a, first, _ = run(tmp_path / "a", 1, val_seed=10)
+    ckpt = tmp_path / "a.ckpt"
+    fit_a.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)["callbacks"][first.state_key]
+    assert torch.equal(state["probe"], first.probe)
+
+    # The resumed run is given a *different* val loader: a fresh probe would change the series.
+    _, resumed, resumed_rows = run(tmp_path / "b", 2, val_seed=99, ckpt_path=ckpt)
+    _, straight, straight_rows = run(tmp_path / "c", 2, val_seed=10)
+    assert torch.equal(resumed.probe, first.probe)
+    assert resumed.measured_steps == [0, 2, 4, 6] and straight.measured_steps == [0, 2, 4, 6]
+    assert sorted(resumed_rows[JACOBIAN_MAX]) == [4, 6]
+    for step in (4, 6):
+        assert resumed_rows[JACOBIAN_MAX][step] == pytest.approx(straight_rows[JACOBIAN_MAX][step], rel=1e-6)
+    assert pickle.loads(pickle.dumps(resumed)).probe.shape == first.probe.shape
+
+
+# ------------------------------------------------------------------------ failures
+def _failing_once(real):
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated out of memory")
+        return real(*args, **kwargs)
+
+    return fake
+
+
+class _NaNAtStep(Callback):
+    """Puts a NaN into ``layers.0.weight`` right before the monitor sees step ``step`` and takes
+    it out right after (with lr = 0 training is otherwise unaffected)."""
+
+    def __init__(self, step: int, role: str, shared: dict) -> None:
+        self.step, self.role, self.shared = step, role, shared
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step != self.step:
+            return
+        with torch.no_grad():
+            w = pl_module.layers[0].weight
+            if self.role == "inject":
+                self.shared["saved"] = w[0, 0].item()
+                w[0, 0] = float("nan")
+            else:
+                w[0, 0] = self.shared["saved"]
+
+
+@pytest.mark.parametrize("failure", ["exception", "nan_weights"])
+def test_a_failing_measurement_warns_and_the_next_cadence_tries_again(tmp_path, monkeypatch, failure):
+    if failure == "exception":
+        monkeypatch.setattr(spectra, "jacobian_singular_values", _failing_once(spectra.jacobian_singular_values))
+        monitor = JacobianSpectrumMonitor(every_n_steps=1, probe_size=4)
+        callbacks = [monitor]
+        expected = "RuntimeError: simulated out of memory"
+    else:
+        monitor = WeightSpectrumMonitor(every_n_steps=1)
+        shared: dict = {}
+        callbacks = [_NaNAtStep(1, "inject", shared), monitor, _NaNAtStep(1, "restore", shared)]
+        expected = "(non-finite|NaN|converge)"
+    with pytest.warns(RuntimeWarning, match=f"measurement at step 1 failed .*{expected}"):
+        trainer(tmp_path, callbacks, max_steps=3).fit(TinyNet(lr=0.0), loader())
+    assert monitor.measured_steps == [0, 2, 3]
+    assert monitor.failures == 1
+
+
+# ------------------------------------------------------------------------ other entry points
+def test_validate_test_predict_work_with_monitors_attached_in_bf16(tmp_path):
+    monitors = [
+        JacobianSpectrumMonitor(every_n_steps=1, probe_size=4),
+        FisherSpectrumMonitor(every_n_steps=1, every_n_epochs=None, probe_size=4),
+        WeightSpectrumMonitor(every_n_steps=1),
+    ]
+    model = TinyNet()
+    fit = trainer(tmp_path, monitors, max_steps=2, precision="bf16-mixed")
+    fit.fit(model, loader())
+    assert [m.measured_steps for m in monitors] == [[0, 1, 2]] * 3
+    assert all(torch.isfinite(torch.tensor(list(m.last_summary.values()))).all() for m in monitors)
+    (val,) = fit.validate(model, loader(), verbose=False)
+    (test,) = fit.test(model, loader(), verbose=False)
+    preds = fit.predict(model, loader())
+    assert "val_loss" in val and "test_loss" in test
+    assert torch.cat(preds).shape == (64, 3)
+    assert [m.measured_steps for m in monitors] == [[0, 1, 2]] * 3  # nothing measured outside fit
+
+
+# ------------------------------------------------------------------------ DDP
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_measures_and_logs_on_rank_zero_only(tmp_path):
+    run_ddp_script("monitors_ddp.py", str(tmp_path), timeout=240)
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0["measured_steps"] == [[0, 1, 2, 3], [0, 2], [0, 1, 2, 3]]
+    assert rank1["measured_steps"] == [[], [], []] and rank1["keys"] == []
+    assert rank0["has_probe"] == [True, True, False] and rank1["has_probe"] == [False, False, False]
+    rows = csv_metrics(tmp_path / "csv" / "version_0" / "metrics.csv")
+    assert sorted(rows[JACOBIAN_MAX]) == [0, 1, 2, 3]
+    assert {k for k in rows if k.startswith("spectra/")} == set(rank0["keys"])
