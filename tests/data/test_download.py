@@ -208,3 +208,16 @@ BAD_MIRRORS = {
 def test_bad_mirrors_are_rejected(mirrors, message):
     with pytest.raises(ConfigurationError, match=message):
         MNISTDataModule(mirrors=mirrors)
+
+
+def test_unknown_file_name_has_no_md5(tmp_path, closed_port_url):
+    with pytest.raises(ConfigurationError, match="no md5 known for 'emnist.gz'; known files: "):
+        download_mnist(tmp_path, ["emnist.gz"], mirrors=[closed_port_url])
+
+
+def test_file_mirror(tmp_path):
+    source = tmp_path / "mirror"
+    source.mkdir()
+    (source / "f.gz").write_bytes(PAYLOAD)
+    dest = download_file([source.as_uri() + "/f.gz"], tmp_path / "out" / "f.gz", PAYLOAD_MD5)
+    assert dest.read_bytes() == PAYLOAD
