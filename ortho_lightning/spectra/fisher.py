@@ -18,7 +18,7 @@ from ortho_lightning.spectra._common import OutputFn, check_batch, check_choice,
 from ortho_lightning.spectra.gram import BUDGET, fisher_gram
 from ortho_lightning.spectra.lanczos import gaussian_density, lanczos_topk, slq_nodes
 from ortho_lightning.spectra.likelihoods import LIKELIHOODS
-from ortho_lightning.spectra.operators import FisherOperator
+from ortho_lightning.spectra.operators import DualFisherOperator, FisherOperator
 
 EIGEN_METHODS = ("exact", "lanczos")
 TRACE_METHODS = ("exact", "hutchinson")
@@ -90,19 +90,34 @@ def fisher_eigenvalues(
             p = sum(q.numel() for q in model.parameters() if q.requires_grad)
             values = torch.linalg.eigvalsh(gram).flip(0)[: min(gram.shape[0], p)].clamp_min(0)
             return values if k is None else values[:k]
-        op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=eval_mode)
-        if k > op.shape[0]:
-            raise ConfigurationError(f"k={k} exceeds the number of parameters P={op.shape[0]}")
-        return lanczos_topk(
+        op = _operator(model, x, likelihood, output_fn, eval_mode)
+        num_params = op.shape[0] if isinstance(op, FisherOperator) else op.num_params
+        if k > num_params:
+            raise ConfigurationError(f"k={k} exceeds the number of parameters P={num_params}")
+        top = lanczos_topk(
             op.matvec,
             op.shape[0],
-            k,
+            min(k, op.shape[0]),
             tol=tol,
             max_iter=max_iter,
             seed=seed,
             dtype=op.dtype,
             device=op.device,
         )
+        return torch.cat([top, top.new_zeros(k - top.numel())])
+
+
+def _operator(
+    model: nn.Module, x: Tensor, likelihood: str, output_fn: OutputFn | None, eval_mode: bool
+) -> FisherOperator | DualFisherOperator:
+    """The smaller of the Fisher (P x P) and its dual (N*C x N*C) as an operator."""
+    with torch.no_grad():
+        out = output_fn(model(x)) if output_fn is not None else model(x)
+    rows = out.numel() if isinstance(out, Tensor) else 0
+    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if 0 < rows <= num_params:
+        return DualFisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=eval_mode)
+    return FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=eval_mode)
 
 
 def fisher_trace(
@@ -185,7 +200,7 @@ def spectral_density(
     if sigma is not None and not sigma > 0:
         raise ConfigurationError(f"sigma must be > 0, got {sigma!r}")
     with measuring(model, eval_mode):
-        op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=False)
+        op = _operator(model, x, likelihood, output_fn, False)
         nodes = slq_nodes(
             op.matvec,
             op.shape[0],
@@ -195,6 +210,11 @@ def spectral_density(
             dtype=op.dtype,
             device=op.device,
         )
+    if isinstance(op, DualFisherOperator):
+        # F's spectrum = M's N*C eigenvalues + (P - N*C) zeros
+        frac = op.shape[0] / op.num_params
+        zero = torch.zeros(1, dtype=torch.float64)
+        nodes = [(torch.cat([t, zero]), torch.cat([w * frac, zero + (1 - frac)])) for t, w in nodes]
     lo = min(float(t.min()) for t, _ in nodes)
     hi = max(float(t.max()) for t, _ in nodes)
     if sigma is None:

@@ -190,6 +190,78 @@ def _generic_rows(
     return torch.cat([grads[k].reshape(n * c, -1) for k in group], dim=1)
 
 
+@dataclass
+class Factors:
+    """What the structured route captures from one forward and one batched backward pass.
+
+    Attributes:
+        layers: per structured layer, (a (N, L, I), d (N, C, L, O), has_bias): its rows of G
+            are g_{ic} = sum_l d_{icl} a_{il}^T (+ sum_l d_{icl} for the bias).
+        rest: names of the trainable parameters left to the generic route.
+        params: all trainable parameters (detached), by name.
+        outputs: (N, C) model outputs (detached); sqrt_h: (N, C, C) factors S_i.
+    """
+
+    layers: list[tuple[Tensor, Tensor, bool]]
+    rest: list[str]
+    params: dict[str, Tensor]
+    outputs: Tensor
+    sqrt_h: Tensor
+
+
+def structured_factors(
+    model: nn.Module,
+    x: Tensor,
+    likelihood: str = "categorical",
+    *,
+    output_fn: OutputFn | None = None,
+    structured: bool = True,
+) -> Factors:
+    """Capture layer inputs and the back-propagated S-weighted output gradients of every
+    structured layer (see module docstring), in the model's current mode."""
+    lik = LIKELIHOODS[likelihood]
+    params = variables(model)
+    n = x.shape[0]
+    caps = _structured(model, params) if structured else {}
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+
+    def hook(cap: _Capture):
+        def fn(module: nn.Module, args: tuple, out: Tensor) -> None:
+            cap.calls += 1
+            cap.inp = args[0].detach()
+            cap.out = out
+
+        return fn
+
+    handles = [cap.module.register_forward_hook(hook(cap)) for cap in caps.values()]
+    try:
+        with torch.enable_grad():
+            out = functional_call(model, leaves if caps else params, (x,))
+    finally:
+        for h in handles:
+            h.remove()
+    f = as_batch_output(out, n, output_fn, "model", lik.matrix_output)
+    sqrt_h = lik.sqrt(f.detach())
+    used = [
+        cap
+        for cap in caps.values()
+        if cap.calls == 1 and isinstance(cap.out, Tensor) and cap.out.requires_grad
+    ]
+    layers = []
+    if used:
+        cot = sqrt_h.permute(2, 0, 1)  # cot[c, i, :] = S_i[:, c]
+        deltas = torch.autograd.grad(
+            f, [cap.out for cap in used], cot, is_grads_batched=True, allow_unused=True
+        )
+        for cap, delta in zip(used, deltas):
+            if delta is not None:
+                a, d = _positions(cap, delta)
+                layers.append((a, d, cap.module.bias is not None))
+    covered = {name for cap in used for name in cap.names}
+    rest = [k for k in params if k not in covered]
+    return Factors(layers, rest, params, f.detach(), sqrt_h)
+
+
 def fisher_gram(
     model: nn.Module,
     x: Tensor,
@@ -215,49 +287,17 @@ def fisher_gram(
         (N*C, N*C) symmetric PSD matrix, rows ordered sample-major ((i, c) -> i*C + c); or its
         diagonal.
     """
-    lik = LIKELIHOODS[likelihood]
-    params = variables(model)
-    n = x.shape[0]
-    caps = _structured(model, params) if structured else {}
-    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-
-    def hook(cap: _Capture):
-        def fn(module: nn.Module, args: tuple, out: Tensor) -> None:
-            cap.calls += 1
-            cap.inp = args[0].detach()
-            cap.out = out
-
-        return fn
-
-    handles = [cap.module.register_forward_hook(hook(cap)) for cap in caps.values()]
-    try:
-        with torch.enable_grad():
-            out = functional_call(model, leaves if caps else params, (x,))
-    finally:
-        for h in handles:
-            h.remove()
-    f = as_batch_output(out, n, output_fn, "model", lik.matrix_output)
-    sqrt_h = lik.sqrt(f.detach())
-    c = f.shape[1]
+    fac = structured_factors(model, x, likelihood, output_fn=output_fn, structured=structured)
+    n, c = fac.outputs.shape
     rows = n * c
-    gram = torch.zeros((rows,) if diagonal else (rows, rows), dtype=f.dtype, device=f.device)
-    used = {k: cap for k, cap in caps.items() if cap.calls == 1 and cap.out is not None}
-    used = {k: cap for k, cap in used.items() if cap.out.requires_grad}
-    if used:
-        caps_list = list(used.values())
-        cot = sqrt_h.permute(2, 0, 1)  # cot[c, i, :] = S_i[:, c]
-        deltas = torch.autograd.grad(
-            f, [cap.out for cap in caps_list], cot, is_grads_batched=True, allow_unused=True
+    shape = (rows,) if diagonal else (rows, rows)
+    gram = torch.zeros(shape, dtype=fac.outputs.dtype, device=fac.outputs.device)
+    for a, d, bias in fac.layers:
+        gram += _outer_gram(a, d, bias, diagonal, budget)
+    require_2d = LIKELIHOODS[likelihood].matrix_output
+    for group in _groups(fac.params, fac.rest, rows, budget):
+        g = _generic_rows(
+            model, fac.params, group, x, fac.sqrt_h, output_fn, require_2d, chunk_size
         )
-        for cap, delta in zip(caps_list, deltas):
-            if delta is None:
-                continue
-            a, d = _positions(cap, delta)
-            gram += _outer_gram(a, d, cap.module.bias is not None, diagonal, budget)
-    del out, f, caps
-    covered = {name for cap in used.values() for name in cap.names}
-    rest = [k for k in params if k not in covered]
-    for group in _groups(params, rest, rows, budget):
-        g = _generic_rows(model, params, group, x, sqrt_h, output_fn, lik.matrix_output, chunk_size)
         gram += (g**2).sum(1) if diagonal else g @ g.T
     return gram / n

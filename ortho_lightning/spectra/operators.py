@@ -1,5 +1,13 @@
-"""The Fisher as a matrix-free linear operator: F v = (1/N) J^T H (J v), one ``jvp`` (forward
-mode) and one ``vjp`` (reverse mode, its graph built once) per product, linear in P."""
+"""The Fisher as matrix-free linear operators (``.shape``, ``matvec``, ``matmat``, ``@``).
+
+- :class:`FisherOperator`: F = (1/N) J^T H J on flat parameter vectors (P,), one ``jvp``
+  (forward mode) and one ``vjp`` (reverse mode, graph built once) per product, linear in P.
+- :class:`DualFisherOperator`: M = (1/N) G G^T on output-space vectors (N*C,), G's rows
+  J_i^T S_i[:, c] (H_i = S_i S_i^T). Same non-zero eigenvalues as F; vectors N*C long, so a
+  Lanczos basis costs nothing next to P-long ones. Structured Linear/Conv layers apply G and
+  G^T as two small matrix products per layer from the captured layer inputs and output
+  gradients (no autograd per product); every other parameter goes through jvp/vjp.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +22,41 @@ from ortho_lightning.spectra._common import (
     measuring,
     variables,
 )
+from ortho_lightning.spectra.gram import structured_factors
 from ortho_lightning.spectra.likelihoods import LIKELIHOODS
 
 
+class _Autodiff:
+    """J restricted to the parameters ``names``: ``jvp`` (dict -> (N, C)) and ``vjp``
+    ((N, C) -> dict), the vjp graph built once."""
+
+    def __init__(self, model, x, params, names, output_fn, require_2d, eval_mode):
+        self.model, self.x, self.eval_mode = model, x, eval_mode
+        self.fixed = {k: v for k, v in params.items() if k not in names}
+        self.sub = {k: params[k] for k in names}
+        self.output_fn, self.require_2d = output_fn, require_2d
+        with measuring(model, eval_mode):
+            outputs, self._pull = vjp(self._forward, self.sub)
+        self.outputs = outputs.detach()
+
+    def _forward(self, sub: dict[str, Tensor]) -> Tensor:
+        out = functional_call(self.model, {**self.fixed, **sub}, (self.x,))
+        return as_batch_output(out, self.x.shape[0], self.output_fn, "model", self.require_2d)
+
+    def jvp(self, tangents: dict[str, Tensor]) -> Tensor:
+        with measuring(self.model, self.eval_mode), ad_friendly_backends(self.model):
+            return jvp(self._forward, (self.sub,), (tangents,))[1]
+
+    def vjp(self, u: Tensor) -> dict[str, Tensor]:
+        return self._pull(u)[0]
+
+
 class FisherOperator:
-    """F = (1/N) sum_i J_i^T H_i J_i of ``model`` on the batch ``x`` as a (P, P) operator over
+    """F = (1/N) sum_i J_i^T H_i J_i of ``model`` on the batch ``x`` as a (P, P) operator on
     the flattened trainable parameters (``named_parameters()`` order).
 
     Attributes:
-        shape: (P, P).
-        dtype, device: those of the parameters.
-        names, shapes: the parameter names and shapes the flat vectors are split into.
-
+        shape: (P, P); dtype, device: the parameters'; n: batch size; outputs: (N, C).
     The model is evaluated in eval mode when ``eval_mode`` (restored after every product).
     """
 
@@ -38,25 +69,19 @@ class FisherOperator:
         output_fn: OutputFn | None = None,
         eval_mode: bool = True,
     ) -> None:
-        self.model, self.x, self.eval_mode = model, x, eval_mode
         self.likelihood = LIKELIHOODS[likelihood]
-        self.params = variables(model)
-        self.names = list(self.params)
-        self.shapes = [p.shape for p in self.params.values()]
-        self.numels = [p.numel() for p in self.params.values()]
-        first = next(iter(self.params.values()))
+        params = variables(model)
+        self.names = list(params)
+        self.shapes = [p.shape for p in params.values()]
+        self.numels = [p.numel() for p in params.values()]
+        first = next(iter(params.values()))
         self.dtype, self.device = first.dtype, first.device
-        size = sum(self.numels)
-        self.shape = (size, size)
+        self.shape = (sum(self.numels), sum(self.numels))
         self.n = x.shape[0]
-        self._output_fn = output_fn
-        with measuring(model, eval_mode):
-            self.outputs, self._pull = vjp(self._forward, self.params)
-        self.outputs = self.outputs.detach()
-
-    def _forward(self, params: dict[str, Tensor]) -> Tensor:
-        out = functional_call(self.model, params, (self.x,))
-        return as_batch_output(out, self.n, self._output_fn, "model", self.likelihood.matrix_output)
+        self._ad = _Autodiff(
+            model, x, params, self.names, output_fn, self.likelihood.matrix_output, eval_mode
+        )
+        self.outputs = self._ad.outputs
 
     def unflatten(self, v: Tensor) -> dict[str, Tensor]:
         """Split a flat (P,) vector into a dict of parameter-shaped tensors."""
@@ -64,21 +89,20 @@ class FisherOperator:
         return {k: p.view(s) for k, p, s in zip(self.names, pieces, self.shapes)}
 
     def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
+        """Concatenate a dict of parameter-shaped tensors into a flat (P,) vector."""
         return torch.cat([tensors[k].reshape(-1) for k in self.names])
 
     def jvp(self, v: Tensor) -> Tensor:
         """J v: (P,) -> (N, C)."""
-        with measuring(self.model, self.eval_mode), ad_friendly_backends(self.model):
-            return jvp(self._forward, (self.params,), (self.unflatten(v),))[1]
+        return self._ad.jvp(self.unflatten(v))
 
     def vjp(self, u: Tensor) -> Tensor:
         """J^T u: (N, C) -> (P,)."""
-        return self.flatten(self._pull(u)[0])
+        return self.flatten(self._ad.vjp(u))
 
     def matvec(self, v: Tensor) -> Tensor:
         """F v for a flat (P,) vector."""
-        ju = self.jvp(v)
-        return self.vjp(self.likelihood.hvp(self.outputs, ju)) / self.n
+        return self.vjp(self.likelihood.hvp(self.outputs, self.jvp(v))) / self.n
 
     def matmat(self, v: Tensor) -> Tensor:
         """F V for a (P, m) matrix (columns vmapped)."""
@@ -86,3 +110,62 @@ class FisherOperator:
 
     def __matmul__(self, v: Tensor) -> Tensor:
         return self.matvec(v) if v.dim() == 1 else self.matmat(v)
+
+
+class DualFisherOperator:
+    """M = (1/N) G G^T, the (N*C, N*C) dual of the Fisher (same non-zero eigenvalues), as an
+    operator on flat output-space vectors ordered sample-major ((i, c) -> i*C + c).
+
+    Attributes:
+        shape: (N*C, N*C); num_params: P; dtype, device: the outputs'.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        likelihood: str = "categorical",
+        *,
+        output_fn: OutputFn | None = None,
+        eval_mode: bool = True,
+        structured: bool = True,
+    ) -> None:
+        lik = LIKELIHOODS[likelihood]
+        with measuring(model, eval_mode):
+            fac = structured_factors(
+                model, x, likelihood, output_fn=output_fn, structured=structured
+            )
+        self.layers, self.sqrt_h = fac.layers, fac.sqrt_h
+        self.n, self.c = fac.outputs.shape
+        self.shape = (self.n * self.c, self.n * self.c)
+        self.num_params = sum(p.numel() for p in fac.params.values())
+        self.dtype, self.device = fac.outputs.dtype, fac.outputs.device
+        self._rest = None
+        if fac.rest:
+            self._rest = _Autodiff(
+                model, x, fac.params, fac.rest, output_fn, lik.matrix_output, eval_mode
+            )
+
+    def matvec(self, u: Tensor) -> Tensor:
+        """M u for a flat (N*C,) vector."""
+        u = u.view(self.n, self.c)
+        out = torch.zeros_like(u)
+        for a, d, bias in self.layers:
+            e = torch.einsum("nc,nclo->nlo", u, d)  # sum_c u_ic d_icl
+            gw = torch.einsum("nlo,nli->oi", e, a)  # G^T u, weight block
+            y = torch.einsum("nli,oi->nlo", a, gw)
+            if bias:
+                y = y + e.sum((0, 1))
+            out += torch.einsum("nclo,nlo->nc", d, y)
+        if self._rest is not None:
+            w = torch.einsum("ndc,nc->nd", self.sqrt_h, u)  # S_i u_i
+            jv = self._rest.jvp(self._rest.vjp(w))
+            out += torch.einsum("ndc,nd->nc", self.sqrt_h, jv)  # S_i^T (J J^T w)_i
+        return out.reshape(-1) / self.n
+
+    def matmat(self, u: Tensor) -> Tensor:
+        """M U for a (N*C, m) matrix (columns vmapped)."""
+        return vmap(self.matvec, in_dims=1, out_dims=1)(u)
+
+    def __matmul__(self, u: Tensor) -> Tensor:
+        return self.matvec(u) if u.dim() == 1 else self.matmat(u)
