@@ -1,0 +1,33 @@
+"""Keeping weights orthogonal: hard constraints (geotorch parametrizations with a gain, per
+gate block, flattened conv view), soft penalties and projections. Pure torch + geotorch."""
+
+from ortho_lightning.constraints.orthogonalize import (
+    OrthogonalMatrix,
+    is_orthogonalized,
+    orthogonalize,
+    orthogonalized_tensors,
+    remove_orthogonalization,
+    split_state_dict,
+    update_base,
+)
+from ortho_lightning.constraints.penalties import (
+    PENALTIES,
+    orthogonality_defect,
+    orthogonality_penalty,
+)
+from ortho_lightning.constraints.projection import PROJECTIONS, project_orthogonal_
+
+__all__ = [
+    "PENALTIES",
+    "PROJECTIONS",
+    "OrthogonalMatrix",
+    "is_orthogonalized",
+    "orthogonality_defect",
+    "orthogonality_penalty",
+    "orthogonalize",
+    "orthogonalized_tensors",
+    "project_orthogonal_",
+    "remove_orthogonalization",
+    "split_state_dict",
+    "update_base",
+]

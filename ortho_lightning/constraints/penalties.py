@@ -1,0 +1,148 @@
+"""Soft orthogonality: differentiable penalties and a scale-free defect for logging.
+
+All functions act on the matrix view ``W.flatten(1)`` of shape ``(rows, cols)`` and use the Gram
+matrix on its *smaller* side, ``G = W^T W`` when ``rows >= cols`` (columns orthonormal), else
+``W W^T`` (rows orthonormal), so a rectangular matrix is measured against the Stiefel manifold it
+can actually reach. With ``n = min(rows, cols)`` and ``D = G / gain^2 - I_n``:
+
+========== ==================================================== ==========================
+kind       value                                                reference
+========== ==================================================== ==========================
+frobenius  ``sum(D**2)`` (``reduction="sum"``) or ``mean(D**2)``  gain-adjusted soft
+           (``"mean"``, over the ``n*n`` entries)                 orthogonality regulariser
+srip       ``sigma_max(D)**2`` by power iteration                Bansal et al. 2018
+all_ones   ``sum/mean((G / gain^2 - 1)**2)``: subtracts 1 from     the public notebook form,
+           *every* entry, not the identity (so off-diagonal      kept to reproduce its
+           entries are pushed to 1, not 0)                       numbers; not orthogonality
+========== ==================================================== ==========================
+
+``kind`` may also be a callable ``f(W, gain) -> scalar`` (escape hatch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ortho_lightning.exceptions import ConfigurationError, ShapeError
+
+__all__ = ["PENALTIES", "gram", "orthogonality_defect", "orthogonality_penalty"]
+
+REDUCTIONS = ("mean", "sum")
+#: power iterations of ``srip`` when not given
+SRIP_ITERATIONS = 10
+
+
+def _matrix(W: Tensor, what: str) -> Tensor:
+    if not isinstance(W, Tensor):
+        raise ShapeError(f"{what}: expected a tensor, got {type(W).__name__}")
+    if W.dim() < 2:
+        raise ShapeError(f"{what}: expected a matrix (>= 2-d tensor), got shape {tuple(W.shape)}")
+    return W.flatten(1)
+
+
+def _check_gain(gain: float, what: str) -> float:
+    gain = float(gain)
+    if not (gain > 0 and gain < float("inf")):
+        raise ConfigurationError(f"{what}: gain must be a positive finite number, got {gain}")
+    return gain
+
+
+def gram(W: Tensor, gain: float = 1.0) -> Tensor:
+    """``W^T W / gain^2`` on the smaller side of ``W.flatten(1)``: an ``(n, n)`` tensor,
+    ``n = min(rows, cols)``."""
+    M = _matrix(W, "gram")
+    gain = _check_gain(gain, "gram")
+    G = M.mT @ M if M.shape[0] >= M.shape[1] else M @ M.mT
+    return G / gain**2
+
+
+def _reduce(E: Tensor, reduction: str) -> Tensor:
+    return E.mean() if reduction == "mean" else E.sum()
+
+
+def _frobenius(W: Tensor, gain: float, reduction: str, n_iter: int) -> Tensor:
+    G = gram(W, gain)
+    D = G - torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    return _reduce(D.square(), reduction)
+
+
+def _all_ones(W: Tensor, gain: float, reduction: str, n_iter: int) -> Tensor:
+    return _reduce((gram(W, gain) - 1.0).square(), reduction)
+
+
+def _srip(W: Tensor, gain: float, reduction: str, n_iter: int) -> Tensor:
+    G = gram(W, gain)
+    D = G - torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    # Power iteration on the symmetric D for its largest |eigenvalue| = sigma_max(D). The start
+    # vector comes from a private, fixed-seed generator: the training RNG is left alone and every
+    # DDP rank computes the same number.
+    gen = torch.Generator(device=D.device).manual_seed(0)
+    v = torch.randn(D.shape[0], 1, generator=gen, device=D.device, dtype=D.dtype)
+    with torch.no_grad():
+        Dd = D.detach()
+        for _ in range(n_iter):
+            v = Dd @ v
+            v = v / v.norm().clamp_min(torch.finfo(v.dtype).tiny)
+    # sigma^2 = ||D v||^2 for the (fixed) top singular vector v: differentiable in W, and its
+    # gradient is the exact gradient of sigma_max^2 once v has converged (as in spectral_norm).
+    return (D @ v).square().sum()
+
+
+#: name -> ``f(W, gain, reduction, n_iter) -> scalar``
+PENALTIES: dict[str, Callable[[Tensor, float, str, int], Tensor]] = {
+    "frobenius": _frobenius,
+    "srip": _srip,
+    "all_ones": _all_ones,
+}
+
+
+def check_penalty_kind(kind: str | Callable, reduction: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``kind`` and ``reduction`` are accepted."""
+    if not callable(kind) and kind not in PENALTIES:
+        raise ConfigurationError(
+            f"kind: expected one of {sorted(PENALTIES)} or a callable f(W, gain), got {kind!r}"
+        )
+    if reduction not in REDUCTIONS:
+        raise ConfigurationError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+
+
+def orthogonality_penalty(
+    W: Tensor,
+    gain: float = 1.0,
+    kind: str | Callable[[Tensor, float], Tensor] = "frobenius",
+    reduction: str = "mean",
+    n_iter: int = SRIP_ITERATIONS,
+) -> Tensor:
+    """Soft orthogonality penalty of ``W`` at scale ``gain`` (see the module table).
+
+    Args:
+        W: a matrix, or a tensor viewed as ``W.flatten(1)`` (conv kernels: (out, in*k*k)).
+        gain: the scale the weights should sit at: zero penalty iff ``W^T W = gain^2 I`` (on
+            the smaller side).
+        kind: ``"frobenius"``, ``"srip"``, ``"all_ones"`` or a callable ``f(W, gain)``.
+        reduction: ``"mean"`` over the Gram entries or ``"sum"`` (ignored by ``srip``, which is
+            one number).
+        n_iter: power iterations for ``srip``.
+
+    Returns:
+        A 0-d tensor, differentiable in ``W``, of ``W``'s dtype and device.
+    """
+    check_penalty_kind(kind, reduction)
+    if callable(kind):
+        return kind(W, gain)
+    return PENALTIES[kind](W, _check_gain(gain, "orthogonality_penalty"), reduction, int(n_iter))
+
+
+def orthogonality_defect(W: Tensor, gain: float = 1.0) -> Tensor:
+    """Scale-free distance from ``gain`` times a Stiefel matrix:
+    ``||W^T W / gain^2 - I||_F / sqrt(n)``, ``n = min(rows, cols)``.
+
+    0 for ``gain * Q`` with orthonormal ``Q``; 1 when every singular value is ``sqrt(2) * gain``
+    or 0. Returns a 0-d tensor.
+    """
+    G = gram(W, gain)
+    D = G - torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    return torch.linalg.matrix_norm(D) / G.shape[0] ** 0.5

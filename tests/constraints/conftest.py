@@ -1,0 +1,13 @@
+"""One intra-op thread for these small-matrix tests: on a shared 2-core machine torch's thread pool
+spins against other processes and makes 5x5 matmuls ~30x slower."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
