@@ -16,7 +16,8 @@ What to draw is read from the ``report`` section of the experiment file saved be
         group: [depth, weights]
         columns: [sv2_mean, sv2_var]
         where: {step: last}
-      function: package.module:fn       # optional: fn(columns, rows) -> extra Markdown
+      function: package.module:fn       # optional: fn(columns, rows, figures_dir) -> extra
+                                        # Markdown (it may draw its own figures there)
 
 Seeds (and any other column not named) are averaged over: points are means, bars one standard
 deviation.
@@ -156,15 +157,22 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
     if hue_values and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    return save_figure(fig, out_dir, spec["name"]), fits
+
+
+def save_figure(fig: Any, out_dir: Path, name: str) -> list[Path]:
+    """Save a matplotlib figure as ``out_dir/name.png`` and ``.svg``, close it, return paths."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "svg"):
-        path = out_dir / f"{spec['name']}.{ext}"
+        path = out_dir / f"{name}.{ext}"
         fig.savefig(path, dpi=120)
         paths.append(path)
     plt.close(fig)
-    return paths, fits
+    return paths
 
 
 def _fmt(v: Any) -> str:
@@ -227,7 +235,7 @@ def make_report(folder: str | Path) -> Path:
         parts += ["", "## Summary (mean ± std over seeds)", "",
                   summary_table(report["summary"], columns, rows)]
     if report.get("function"):
-        parts += ["", resolve_function(report["function"])(columns, rows)]
+        parts += ["", resolve_function(report["function"])(columns, rows, folder / "figures")]
     path = folder / "summary.md"
     path.write_text("\n".join(parts).rstrip() + "\n")
     return path
