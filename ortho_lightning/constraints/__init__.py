@@ -4,9 +4,11 @@ gate block, flattened conv view), soft penalties and projections. Pure torch + g
 from ortho_lightning.constraints.orthogonalize import (
     OrthogonalMatrix,
     is_orthogonalized,
+    matrix_tensor_names,
     orthogonalize,
     orthogonalized_tensors,
     remove_orthogonalization,
+    selected_tensors,
     split_state_dict,
     update_base,
 )
@@ -22,12 +24,14 @@ __all__ = [
     "PROJECTIONS",
     "OrthogonalMatrix",
     "is_orthogonalized",
+    "matrix_tensor_names",
     "orthogonality_defect",
     "orthogonality_penalty",
     "orthogonalize",
     "orthogonalized_tensors",
     "project_orthogonal_",
     "remove_orthogonalization",
+    "selected_tensors",
     "split_state_dict",
     "update_base",
 ]

@@ -56,7 +56,8 @@ from torch.nn.utils import parametrize
 
 from ortho_lightning.constraints.projection import polar_factor
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
-from ortho_lightning.matrices import matrix_blocks
+from ortho_lightning.matrices import is_recurrent, matrix_blocks, recurrent_weight_names
+from ortho_lightning.selection import ModuleSelector
 
 __all__ = [
     "OrthogonalMatrix",
@@ -66,10 +67,13 @@ __all__ = [
     "orthogonalized_tensors",
     "update_base",
     "split_state_dict",
+    "matrix_tensor_names",
+    "selected_tensors",
 ]
 
 TRIVIALIZATIONS = ("expm", "cayley")
 INITS = ("current", "haar")
+RECURRENT = ("hh", "all")
 #: relative margin that keeps projected singular values strictly inside the relax band
 _BAND_MARGIN = 1e-6
 
@@ -325,3 +329,28 @@ def split_state_dict(
             with torch.no_grad():
                 plain[prefix + name] = getattr(module, name).detach().clone()
     return plain, parametrized
+
+
+def matrix_tensor_names(module: nn.Module, recurrent: str = "hh") -> list[str]:
+    """The tensors of ``module`` the constraint and regularizer callbacks act on: ``"weight"`` of a
+    Linear/ConvNd (any module with a >= 2-d ``weight``), and for recurrent modules the
+    hidden-to-hidden ``weight_hh*`` (``recurrent="hh"``) or every ``weight_ih*``/``weight_hh*``
+    (``recurrent="all"``)."""
+    if recurrent not in RECURRENT:
+        raise ConfigurationError(f"recurrent: expected one of {RECURRENT}, got {recurrent!r}")
+    if is_recurrent(module):
+        names = recurrent_weight_names(module)
+        return names if recurrent == "all" else [n for n in names if n.startswith("weight_hh")]
+    return sorted({b.tensor_name for b in matrix_blocks(module)})
+
+
+def selected_tensors(
+    model: nn.Module, selector: ModuleSelector, recurrent: str = "hh"
+) -> list[tuple[str, nn.Module, str]]:
+    """``(module name, module, tensor name)`` for every matrix tensor of the modules ``selector``
+    picks in ``model`` (see :func:`matrix_tensor_names`), in ``named_modules()`` order."""
+    return [
+        (name, module, tensor)
+        for name, module in selector.select(model)
+        for tensor in matrix_tensor_names(module, recurrent)
+    ]

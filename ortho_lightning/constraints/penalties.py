@@ -21,14 +21,22 @@ all_ones   ``sum/mean((G / gain^2 - 1)**2)``: subtracts 1 from     the public no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.matrices import matrix_blocks
 
-__all__ = ["PENALTIES", "gram", "orthogonality_defect", "orthogonality_penalty"]
+__all__ = [
+    "PENALTIES",
+    "block_defects",
+    "gram",
+    "orthogonality_defect",
+    "orthogonality_penalty",
+    "total_penalty",
+]
 
 REDUCTIONS = ("mean", "sum")
 #: power iterations of ``srip`` when not given
@@ -146,3 +154,32 @@ def orthogonality_defect(W: Tensor, gain: float = 1.0) -> Tensor:
     G = gram(W, gain)
     D = G - torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     return torch.linalg.matrix_norm(D) / G.shape[0] ** 0.5
+
+
+def _blocks_of(entries):
+    for name, module, tensor in entries:
+        for block in matrix_blocks(module):
+            if block.tensor_name == tensor:
+                yield f"{name}.{block.label}" if name else block.label, block.matrix(module)
+
+
+def total_penalty(
+    entries: Iterable[tuple[str, nn.Module, str]],
+    gain: float = 1.0,
+    kind: str | Callable[[Tensor, float], Tensor] = "frobenius",
+    reduction: str = "mean",
+) -> Tensor:
+    """Sum of :func:`orthogonality_penalty` over every matrix block (gate blocks of recurrent
+    weights on their own) of the ``(module name, module, tensor name)`` entries, e.g. from
+    :func:`ortho_lightning.constraints.selected_tensors`. Returns a 0-d tensor."""
+    terms = [orthogonality_penalty(M, gain, kind, reduction) for _, M in _blocks_of(entries)]
+    if not terms:
+        raise ShapeError("total_penalty: the entries hold no matrix block")
+    return torch.stack(terms).sum()
+
+
+@torch.no_grad()
+def block_defects(entries: Iterable[tuple[str, nn.Module, str]], gain: float = 1.0) -> dict[str, Tensor]:
+    """:func:`orthogonality_defect` of every matrix block of the entries, keyed
+    ``"<module name>.<block label>"`` (e.g. ``"rnn.weight_hh_l0[f]"``)."""
+    return {key: orthogonality_defect(M.float(), gain) for key, M in _blocks_of(entries)}

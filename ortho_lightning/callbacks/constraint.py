@@ -1,0 +1,252 @@
+"""``OrthogonalConstraint``: keep selected weights on ``gain`` times the orthogonal/Stiefel
+manifold during ``fit`` (geotorch, through :func:`ortho_lightning.constraints.orthogonalize`).
+
+When things happen:
+
+- ``setup("fit")``: the parametrizations are registered, before a checkpoint is restored and
+  before the optimizer is created (so the optimizer holds the unconstrained tensors). Other stages
+  leave the model alone: a plain checkpoint loads into a plain model.
+- every training batch runs inside ``torch.nn.utils.parametrize.cached()`` (``cache=True``): each
+  constrained weight is computed once per forward/backward, not once per access or time step. The
+  cache is closed in ``on_before_optimizer_step`` (after backward, before the update) or at the
+  batch end, whichever comes first; validation epochs run inside one cache too.
+- every ``update_base_every_n_steps`` optimizer steps: geotorch's dynamic trivialization
+  (:func:`ortho_lightning.constraints.update_base`).
+- every ``log_every_n_steps`` steps: ``ortho/defect/<module>.<block>`` per matrix block.
+- ``on_fit_end`` with ``remove_at_fit_end=True``: the parametrizations are removed, the model keeps
+  the constrained values as plain parameters (for inference and export).
+
+Checkpoints keep two things: ``checkpoint["state_dict"]`` holds *plain* weights (``rnn.weight_hh_l0``,
+loadable into a bare model), and the callback's own state holds the parametrized tensors
+(unconstrained tensor and manifold base point), restored over the projected plain weights on
+resume so training continues exactly. (``ModelCheckpoint(save_weights_only=True)`` skips
+callbacks' ``on_save_checkpoint``; such files keep the parametrized keys.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ortho_lightning.constraints.orthogonalize import (
+    INITS,
+    RECURRENT,
+    TRIVIALIZATIONS,
+    is_orthogonalized,
+    orthogonalize,
+    remove_orthogonalization,
+    selected_tensors,
+    split_state_dict,
+    update_base,
+)
+from ortho_lightning.constraints.penalties import block_defects
+from ortho_lightning.exceptions import ConfigurationError, SelectionError
+from ortho_lightning.selection import ModuleSelector
+
+
+def check_positive(name: str, value: Any, optional: bool = False, integer: bool = False) -> None:
+    """Raise :class:`ConfigurationError` unless ``value`` is a positive finite number (an int when
+    ``integer``; ``None`` allowed when ``optional``)."""
+    if optional and value is None:
+        return
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not (0 < value < float("inf")):
+        kind = "int" if integer else "number"
+        extra = " or None" if optional else ""
+        raise ConfigurationError(f"{name}: expected a positive {kind}{extra}, got {value!r}")
+
+
+class CachedParametrizations:
+    """An open/close pair around ``torch.nn.utils.parametrize.cached()`` for hooks that start and
+    end in different callback methods. Idempotent."""
+
+    def __init__(self) -> None:
+        self._ctx = None
+
+    def open(self) -> None:
+        if self._ctx is None:
+            self._ctx = parametrize.cached()
+            self._ctx.__enter__()
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(None, None, None)
+
+
+def log_defects(pl_module: LightningModule, entries, gain: float) -> dict[str, torch.Tensor]:
+    """Log ``ortho/defect/<module>.<block>`` for every block of ``entries`` and return them."""
+    defects = block_defects(entries, gain)
+    for key, value in defects.items():
+        pl_module.log(f"ortho/defect/{key}", value, on_step=True, on_epoch=False)
+    return defects
+
+
+class OrthogonalConstraint(Callback):
+    """Constrain the selected weights to ``gain * Q`` (``Q`` orthogonal/Stiefel, or with singular
+    values in ``[1 - relax, 1 + relax]``) during ``fit``.
+
+    Args:
+        targets: module name patterns (``fnmatch``) to include; ``None``: every module of ``types``.
+        exclude: name patterns to leave out.
+        types: module classes to consider (default: Linear, ConvNd, RNN/LSTM/GRU and cells).
+        gain: the modules see ``gain * Q``.
+        triv: ``"expm"`` or ``"cayley"`` (geotorch trivialization) or a callable.
+        relax: ``None`` (exact) or ``lam`` in (0, 1): geotorch's almost-orthogonal matrices.
+        init: ``"current"`` (project the current weights) or ``"haar"`` (fresh Haar sample).
+        recurrent: for RNN/LSTM/GRU, ``"hh"`` constrains the hidden-to-hidden matrices only,
+            ``"all"`` also the input matrices. Each gate block on its own.
+        update_base_every_n_steps: dynamic trivialization cadence in optimizer steps (``None``:
+            never; the base point stays where it started).
+        remove_at_fit_end: leave plain parameters holding the constrained values after ``fit``.
+        cache: compute each constrained weight once per training batch (``parametrize.cached``).
+        log_every_n_steps: per-block defect logging cadence (``None``: off).
+    """
+
+    def __init__(
+        self,
+        targets: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        types: Sequence[type[nn.Module]] | None = None,
+        gain: float = 1.0,
+        triv: str | Callable = "expm",
+        relax: float | None = None,
+        init: str = "current",
+        recurrent: str = "hh",
+        update_base_every_n_steps: int | None = None,
+        remove_at_fit_end: bool = False,
+        cache: bool = True,
+        log_every_n_steps: int | None = 50,
+    ) -> None:
+        check_positive("gain", gain)
+        if not callable(triv) and triv not in TRIVIALIZATIONS:
+            raise ConfigurationError(f"triv: expected one of {TRIVIALIZATIONS} or a callable, got {triv!r}")
+        if relax is not None and not (isinstance(relax, int | float) and 0 < relax < 1):
+            raise ConfigurationError(f"relax: expected None or a number in (0, 1), got {relax!r}")
+        if init not in INITS:
+            raise ConfigurationError(f"init: expected one of {INITS}, got {init!r}")
+        if recurrent not in RECURRENT:
+            raise ConfigurationError(f"recurrent: expected one of {RECURRENT}, got {recurrent!r}")
+        check_positive("update_base_every_n_steps", update_base_every_n_steps, True, True)
+        check_positive("log_every_n_steps", log_every_n_steps, True, True)
+        for flag, value in (("remove_at_fit_end", remove_at_fit_end), ("cache", cache)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{flag}: expected True or False, got {value!r}")
+        self.selector = ModuleSelector.build(targets, exclude, types)
+        self.gain = float(gain)
+        self.triv = triv
+        self.relax = relax
+        self.init = init
+        self.recurrent = recurrent
+        self.update_base_every_n_steps = update_base_every_n_steps
+        self.remove_at_fit_end = remove_at_fit_end
+        self.cache = cache
+        self.log_every_n_steps = log_every_n_steps
+        self._entries: list[tuple[str, nn.Module, str]] = []
+        self._model: nn.Module | None = None
+        self._cached = CachedParametrizations()
+        self._last_step = -1
+
+    @property
+    def state_key(self) -> str:
+        return (
+            f"{type(self).__qualname__}{{include={list(self.selector.include)}, "
+            f"exclude={list(self.selector.exclude)}, recurrent={self.recurrent!r}}}"
+        )
+
+    @property
+    def constrained(self) -> list[str]:
+        """``"<module>.<tensor>"`` names currently constrained by this callback."""
+        return [f"{m}.{t}" if m else t for m, _, t in self._entries]
+
+    # -- registration -----------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._model = pl_module
+        entries = selected_tensors(pl_module, self.selector, self.recurrent)
+        if not entries:
+            raise SelectionError(
+                f"OrthogonalConstraint selected no weight matrix in {type(pl_module).__name__} "
+                f"(include={list(self.selector.include)}, exclude={list(self.selector.exclude)}, "
+                f"types={[t.__name__ for t in self.selector.types]})"
+            )
+        for _, module, tensor in entries:
+            if not is_orthogonalized(module, tensor):  # a second fit on the same model keeps them
+                orthogonalize(module, tensor, self.gain, self.triv, self.relax, self.init)
+        self._entries = entries
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._cached.close()
+        if self.remove_at_fit_end:
+            for _, module, tensor in self._entries:
+                remove_orthogonalization(module, tensor)
+            self._entries = []
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._cached.close()
+
+    # -- one weight per batch -----------------------------------------------------------------
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.cache and self._entries:
+            self._cached.open()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._cached.close()  # the update below must not leave stale cached weights
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._cached.close()
+        step = trainer.global_step
+        if not self._entries or step == self._last_step:
+            return  # no optimizer step since the last call (gradient accumulation)
+        self._last_step = step
+        n = self.update_base_every_n_steps
+        if n is not None and step % n == 0:
+            for _, module, tensor in self._entries:
+                update_base(module, tensor)
+        if self.log_every_n_steps is not None and step % self.log_every_n_steps == 0:
+            log_defects(pl_module, self._entries, self.gain)
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if self.cache and self._entries:
+            self._cached.open()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._cached.close()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if self._model is None or not self._entries:
+            return {}
+        _, parametrized = split_state_dict(self._model.state_dict(), self._model)
+        return {
+            "parametrized": {k: v.detach().clone() for k, v in parametrized.items()},
+            "constrained": self.constrained,
+            "last_step": self._last_step,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._model is None or not self._entries or not state_dict:
+            return  # not fitting (validate/test/predict): the plain weights were loaded
+        if state_dict["constrained"] != self.constrained:
+            raise ConfigurationError(
+                f"the checkpoint constrained {state_dict['constrained']}, this callback "
+                f"constrains {self.constrained}"
+            )
+        result = self._model.load_state_dict(state_dict["parametrized"], strict=False)
+        if result.unexpected_keys:
+            raise ConfigurationError(
+                f"parametrized state in the checkpoint does not fit the model: unexpected keys "
+                f"{result.unexpected_keys}"
+            )
+        self._last_step = state_dict["last_step"]
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self._cached.close()
+        if self._entries:
+            checkpoint["state_dict"], _ = split_state_dict(checkpoint["state_dict"], pl_module)

@@ -1,0 +1,228 @@
+"""OrthogonalConstraint: orthogonality after fit, plain + parametrized checkpoints, exact resume,
+cache correctness under accumulation, bf16-mixed, removal, misconfiguration, pickling.
+
+``TinyRNN``/``loader``/``make_trainer`` are also used by the regularizer tests and the DDP script.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils.data import DataLoader, TensorDataset
+
+from ortho_lightning.callbacks import OrthogonalConstraint
+from ortho_lightning.exceptions import ConfigurationError, SelectionError
+
+IN, HIDDEN, CLASSES, STEPS = 2, 8, 3, 5
+
+
+class TinyRNN(LightningModule):
+    """tanh RNN (2 -> 8) over 5 steps, a linear encoder and a linear head; Adam."""
+
+    def __init__(self, lr: float = 0.03, extra_loss=None) -> None:
+        super().__init__()
+        self.lr = lr
+        self.extra_loss = extra_loss  # f(module) -> scalar added to the loss (by-hand penalties)
+        self.encoder = nn.Linear(IN, IN)
+        self.rnn = nn.RNN(IN, HIDDEN, batch_first=True)
+        self.head = nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, x):
+        return self.head(self.rnn(self.encoder(x))[0][:, -1])
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        if self.extra_loss is not None:
+            loss = loss + self.extra_loss(self)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def loader(n: int = 32, batch_size: int = 8, dtype=torch.float32) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, STEPS, IN, generator=g, dtype=dtype)
+    return DataLoader(TensorDataset(x, torch.randint(0, CLASSES, (n,), generator=g)), batch_size=batch_size)
+
+
+def make_trainer(root, callbacks, **kwargs) -> Trainer:
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(root),
+        logger=False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
+    options.update(kwargs)
+    return Trainer(**options)
+
+
+def gram_error(W, gain):
+    return (W.T @ W / gain**2 - torch.eye(W.shape[1], dtype=W.dtype)).abs().max().item()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices on a shared machine: threads only spin
+    yield
+    torch.set_num_threads(n)
+
+
+def test_fit_keeps_recurrent_and_linear_weights_orthogonal(tmp_path):
+    model = TinyRNN().double()
+    start = model.rnn.weight_hh_l0.detach().clone()
+    cb = OrthogonalConstraint(targets=["rnn", "encoder"], gain=1.3, log_every_n_steps=10)
+    trainer = make_trainer(tmp_path, [cb], max_steps=200, precision="64-true")
+    trainer.fit(model, loader())
+    W_hh = model.rnn.weight_hh_l0.detach()
+    assert gram_error(W_hh, 1.3) < 1e-5 and gram_error(model.encoder.weight.detach(), 1.3) < 1e-5
+    assert (W_hh - 1.3 * torch.linalg.svd(start)[0]).abs().max() > 1e-2  # it moved
+    assert cb.constrained == ["encoder.weight", "rnn.weight_hh_l0"]
+    assert not parametrize.is_parametrized(model.rnn, "weight_ih_l0")
+    assert not parametrize.is_parametrized(model.head)
+    logged = trainer.logged_metrics["ortho/defect/rnn.weight_hh_l0"]
+    assert logged.item() < 1e-6
+
+
+def test_checkpoint_is_plain_and_resume_is_exact(tmp_path):
+    def callback():
+        return OrthogonalConstraint(targets="rnn", gain=0.9, update_base_every_n_steps=3, log_every_n_steps=None)
+
+    kwargs = dict(precision="64-true", max_epochs=3, limit_val_batches=0)
+    torch.manual_seed(0)
+    straight = TinyRNN().double()
+    make_trainer(tmp_path / "a", [callback()], **kwargs).fit(straight, loader())
+
+    torch.manual_seed(0)
+    first = TinyRNN().double()
+    t1 = make_trainer(tmp_path / "b", [callback()], **{**kwargs, "max_epochs": 1})
+    t1.fit(first, loader())
+    ckpt_path = tmp_path / "k.ckpt"
+    t1.save_checkpoint(ckpt_path)
+
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert "rnn.weight_hh_l0" in ckpt["state_dict"]
+    assert not any("parametrizations" in k for k in ckpt["state_dict"])
+    bare = TinyRNN().double()
+    bare.load_state_dict(ckpt["state_dict"])  # strict: a plain model loads the plain weights
+    x = next(iter(loader(dtype=torch.float64)))[0]
+    torch.testing.assert_close(bare(x), first(x), rtol=0, atol=1e-12)
+
+    torch.manual_seed(123)  # a different start: everything must come from the checkpoint
+    resumed = TinyRNN().double()
+    make_trainer(tmp_path / "c", [callback()], **kwargs).fit(resumed, loader(), ckpt_path=ckpt_path)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    torch.testing.assert_close(resumed(x), straight(x), rtol=0, atol=0)
+
+
+def test_resumed_optimizer_state_matches_parameters(tmp_path):
+    model = TinyRNN()
+    t1 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=3)
+    t1.fit(model, loader())
+    t1.save_checkpoint(tmp_path / "k.ckpt")
+    resumed = TinyRNN()
+    t2 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=4)
+    t2.fit(resumed, loader(), ckpt_path=tmp_path / "k.ckpt")
+    opt = t2.optimizers[0]
+    original = resumed.rnn.parametrizations.weight_hh_l0.original
+    assert any(p is original for p in opt.param_groups[0]["params"])
+    for p in opt.param_groups[0]["params"]:
+        assert opt.state[p]["exp_avg"].shape == p.shape
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_cache_gives_the_same_training_as_no_cache(tmp_path, accumulate):
+    weights = []
+    for cache in (False, True):
+        torch.manual_seed(0)
+        model = TinyRNN().double()
+        cb = OrthogonalConstraint(targets="rnn", cache=cache, log_every_n_steps=None)
+        make_trainer(
+            tmp_path, [cb], max_steps=4, precision="64-true", accumulate_grad_batches=accumulate
+        ).fit(model, loader())
+        weights.append(model.rnn.weight_hh_l0.detach())
+    assert torch.equal(weights[0], weights[1])
+    assert not parametrize._cache_enabled  # the global cache is closed after fit
+
+
+def test_bf16_mixed_keeps_float32_weights_orthogonal(tmp_path):
+    model = TinyRNN()
+    make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn", relax=0.2, gain=2.0)], max_steps=30,
+                 precision="bf16-mixed").fit(model, loader())
+    W = model.rnn.weight_hh_l0.detach()
+    s = torch.linalg.svdvals(W)
+    assert W.dtype == torch.float32
+    assert s.min() >= 2.0 * 0.8 - 1e-5 and s.max() <= 2.0 * 1.2 + 1e-5
+
+
+def test_remove_at_fit_end_leaves_a_plain_model_and_validate_works(tmp_path):
+    model = TinyRNN()
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn", remove_at_fit_end=True)], max_steps=5)
+    trainer.fit(model, loader(), loader())
+    assert type(model.rnn) is nn.RNN and not parametrize.is_parametrized(model)
+    assert gram_error(model.rnn.weight_hh_l0.detach(), 1.0) < 1e-5
+    assert "rnn.weight_hh_l0" in model.state_dict()
+    trainer.validate(model, loader())  # plain model, callback inactive outside fit
+    assert "val_loss" in trainer.callback_metrics
+
+
+def test_validate_from_checkpoint_loads_plain_weights_into_plain_model(tmp_path):
+    model = TinyRNN()
+    t1 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=3)
+    t1.fit(model, loader())
+    t1.save_checkpoint(tmp_path / "k.ckpt")
+    fresh = TinyRNN()
+    t2 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")])
+    t2.validate(fresh, loader(), ckpt_path=tmp_path / "k.ckpt")
+    assert not parametrize.is_parametrized(fresh.rnn)
+    torch.testing.assert_close(fresh.rnn.weight_hh_l0, model.rnn.weight_hh_l0.detach())
+
+
+def test_pickle_round_trip():
+    cb = OrthogonalConstraint(targets=["rnn"], gain=1.5, relax=0.1)
+    clone = pickle.loads(pickle.dumps(cb))
+    assert clone.gain == 1.5 and clone.relax == 0.1 and clone.state_key == cb.state_key
+
+
+def test_selection_of_nothing_is_an_error(tmp_path):
+    cb = OrthogonalConstraint(targets="rnn", types=[nn.Conv2d])
+    with pytest.raises(SelectionError, match="include pattern"):
+        make_trainer(tmp_path, [cb], max_steps=1).fit(TinyRNN(), loader())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"gain": 0}, "gain: expected a positive number, got 0"),
+        ({"triv": "svd"}, r"triv: expected one of \('expm', 'cayley'\) or a callable, got 'svd'"),
+        ({"relax": 1.0}, r"relax: expected None or a number in \(0, 1\), got 1.0"),
+        ({"init": "random"}, r"init: expected one of \('current', 'haar'\), got 'random'"),
+        ({"recurrent": "ih"}, r"recurrent: expected one of \('hh', 'all'\), got 'ih'"),
+        ({"update_base_every_n_steps": 0}, "update_base_every_n_steps: expected a positive int or None, got 0"),
+        ({"log_every_n_steps": 2.5}, "log_every_n_steps: expected a positive int or None, got 2.5"),
+        ({"remove_at_fit_end": "yes"}, "remove_at_fit_end: expected True or False, got 'yes'"),
+        ({"types": ["Linear"]}, "types: expected nn.Module subclasses, got 'Linear'"),
+    ],
+    ids=lambda v: str(v)[:20] if isinstance(v, dict) else "",
+)
+def test_misconfiguration(kwargs, match):
+    with pytest.raises((ConfigurationError, SelectionError), match=match):
+        OrthogonalConstraint(**kwargs)
