@@ -12,6 +12,7 @@ taken with respect to them, through the parametrization. Frozen parameters
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -97,8 +98,11 @@ def ad_friendly_backends(model: nn.Module) -> Iterator[None]:
     if not has_recurrent(model):
         yield
         return
-    with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
-        yield
+    with warnings.catch_warnings():
+        # the mkldnn flag setter warns about TF32 on Intel GPUs, which is irrelevant here
+        warnings.filterwarnings("ignore", message=".*TF32 acceleration on top of oneDNN.*")
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
+            yield
 
 
 def check_choice(value: object, name: str, accepted: tuple[str, ...] | list[str]) -> str:
