@@ -57,7 +57,7 @@ def deep_linear_regression(depth: int, width: int, weights: str, d_in: int = 16,
     loss overflows). Returns rows with ``step``, ``loss``, ``rel_loss`` (loss / initial loss);
     the last row also
     holds ``steps_to_target`` (first step with rel_loss <= ``target``; absent when not reached),
-    ``converged`` (bool) and ``lr`` (the step size used).
+    ``converged`` (bool), ``diverged`` (the loss overflowed) and ``lr`` (the step size used).
     """
     if weights not in WEIGHTS:
         raise ConfigurationError(f"deep_linear_regression: weights must be one of {list(WEIGHTS)}, received {weights!r}")
@@ -94,7 +94,8 @@ def deep_linear_regression(depth: int, width: int, weights: str, d_in: int = 16,
         with torch.no_grad():
             for w, g in zip(ws, grads):
                 w.sub_(lr * g)
-    rows[-1].update({"converged": first_hit is not None, "lr": lr})
+    rows[-1].update({"converged": first_hit is not None, "lr": lr,
+                     "diverged": not math.isfinite(rows[-1]["loss"])})
     if first_hit is not None:
         rows[-1]["steps_to_target"] = first_hit
     return rows

@@ -1,0 +1,148 @@
+"""Experiment 3: the Fisher against the input-output Jacobian (Sokol & Park 2019; Hayase &
+Karakida 2020), on critical tanh MLP classifiers of MNIST (784 -> width x (depth - 1) -> 10).
+
+- :func:`fisher_vs_jacobian`: plain SGD on a fixed MNIST subset; every ``measure_every`` steps
+  the top eigenvalue of the true Fisher of a fixed probe batch (exact, from the N*C dual Gram)
+  and the largest squared singular value of the logits' input-output Jacobian on that batch.
+- :func:`fisher_at_init`: the single-input Fisher spectrum at init (batch size 1, C = 10 non-zero
+  eigenvalues at most) as depth grows, divided by depth; and the largest stable SGD step size on
+  a grid beside 2 / lambda_max of the batch Fisher.
+
+Pure torch, no Lightning. Inputs are pixels in [0, 1] standardised by the training mean and std.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ortho_lightning.data.mnist import MNIST_FILES, load_mnist_pair, locate_mnist, resolve_data_dir
+from ortho_lightning.exceptions import DataError
+from ortho_lightning.init import critical_point, initialize
+from ortho_lightning.spectra import fisher_eigenvalues, jacobian_singular_values
+
+
+def mnist_tensors(n_train: int, n_probe: int, data_dir: str | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_train, y_train, x_probe)``: the first ``n_train`` training images flattened and
+    standardised, their labels, and the first ``n_probe`` test images (same scaling)."""
+    folder = resolve_data_dir(data_dir)
+    found, missing = locate_mnist(folder)
+    if missing:
+        raise DataError(f"MNIST files {missing} not found in {str(folder)!r}; set "
+                        "ORTHO_LIGHTNING_DATA or pass data_dir")
+    x, y = load_mnist_pair(found[MNIST_FILES[0]], found[MNIST_FILES[1]])
+    xt, _ = load_mnist_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
+    x = x[:n_train].reshape(n_train, -1).float() / 255
+    mean, std = x.mean(), x.std()
+    probe = (xt[:n_probe].reshape(n_probe, -1).float() / 255 - mean) / std
+    return (x - mean) / std, y[:n_train], probe
+
+
+def critical_mlp(depth: int, width: int, weights: str, sigma_b: float, seed: int,
+                 n_in: int = 784, n_out: int = 10) -> nn.Sequential:
+    """A tanh MLP with ``depth`` weight layers at the critical point of ``sigma_b``."""
+    sizes = [n_in] + [width] * (depth - 1) + [n_out]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < depth - 1:
+            layers.append(nn.Tanh())
+    model = nn.Sequential(*layers)
+    cp = critical_point("tanh", sigma_b)
+    initialize(model, scheme=weights, gain=cp.sigma_w, activation="tanh", sigma_b=sigma_b,
+               generator=torch.Generator().manual_seed(seed))
+    return model
+
+
+def _measure(model: nn.Module, probe: torch.Tensor) -> dict[str, float]:
+    lam = fisher_eigenvalues(model, probe)
+    sv = jacobian_singular_values(model, probe)
+    jac_sq = float(sv.max()) ** 2
+    return {"fisher_max": float(lam[0]), "fisher_trace": float(lam.sum()),
+            "jac_sv_max_sq": jac_sq, "jac_sv2_mean": float((sv.double() ** 2).mean()),
+            "fisher_max_over_jac_sq": float(lam[0]) / jac_sq if jac_sq > 0 else math.nan}
+
+
+def fisher_vs_jacobian(depth: int, weights: str, width: int = 128, sigma_b: float = 0.01,
+                       steps: int = 200, lr: float = 0.01, batch_size: int = 64,
+                       n_train: int = 4096, n_probe: int = 16, measure_every: int = 20,
+                       data_dir: str | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Rows every ``measure_every`` SGD steps: ``train_loss`` (mean over the steps since the
+    last row), ``fisher_max``, ``fisher_trace`` (probe batch), ``jac_sv_max_sq``,
+    ``jac_sv2_mean`` and their ratio ``fisher_max_over_jac_sq``."""
+    x, y, probe = mnist_tensors(n_train, n_probe, data_dir)
+    model = critical_mlp(depth, width, weights, sigma_b, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    rows, losses = [], []
+    for step in range(steps + 1):
+        if step % measure_every == 0:
+            row = {"step": step, **_measure(model, probe)}
+            if losses:
+                row["train_loss"] = sum(losses) / len(losses)
+            rows.append(row)
+            losses = []
+        if step == steps:
+            break
+        idx = torch.randint(0, n_train, (batch_size,), generator=gen)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            rows.append({"step": step + 1, "train_loss": losses[-1]})
+            break
+    return rows
+
+
+def largest_stable_lr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lrs: list[float],
+                      steps: int) -> float:
+    """The largest step size of ``lrs`` for which ``steps`` full-batch GD steps on (x, y) end
+    below the initial loss (the model is restored after each try); 0 if none."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    best = 0.0
+    for lr in sorted(lrs):
+        model.load_state_dict(state)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        with torch.no_grad():
+            loss0 = nn.functional.cross_entropy(model(x), y).item()
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            final = nn.functional.cross_entropy(model(x), y).item()
+        if math.isfinite(final) and final < loss0:
+            best = lr
+    model.load_state_dict(state)
+    return best
+
+
+def fisher_at_init(depth: int, weights: str, width: int = 128, sigma_b: float = 0.01,
+                   n_single: int = 8, n_batch: int = 32, lr_grid: tuple[float, ...] = (),
+                   lr_steps: int = 20, data_dir: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """One row at init: the single-input Fisher's eigenvalues (top 9 of C = 10: the 10th is 0)
+    averaged over ``n_single`` probe images, divided by depth (``single_max_over_L``,
+    ``single_mean_over_L``, ``single_min_over_L``, ``single_max_over_mean``); ``fisher_max``
+    of a batch of ``n_batch`` training images; and, with ``lr_grid``, ``stable_lr`` (largest
+    step of the grid for which ``lr_steps`` full-batch GD steps on that batch lower the loss)
+    beside ``two_over_fisher_max``."""
+    x, y, probe = mnist_tensors(max(n_batch, 1), n_single, data_dir)
+    model = critical_mlp(depth, width, weights, sigma_b, seed)
+    singles = torch.stack([fisher_eigenvalues(model, probe[i:i + 1])[:9] for i in range(n_single)])
+    mean_single = singles.mean(0)
+    lam_batch = float(fisher_eigenvalues(model, x, k=1)[0])
+    row = {"single_max_over_L": float(mean_single[0]) / depth,
+           "single_mean_over_L": float(mean_single.mean()) / depth,
+           "single_min_over_L": float(mean_single[-1]) / depth,
+           "single_max_over_mean": float((singles[:, 0] / singles.mean(1)).mean()),
+           "fisher_max": lam_batch, "two_over_fisher_max": 2 / lam_batch}
+    if lr_grid:
+        row["stable_lr"] = largest_stable_lr(model, x, y, list(lr_grid), lr_steps)
+    return row
