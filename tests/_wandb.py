@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +61,33 @@ def _payloads(path: Path) -> list[bytes]:
     return out
 
 
-def records(run_dir: str | Path) -> list[pb.Record]:
-    """Every record of the run in ``run_dir`` (an ``offline-run-*`` folder)."""
-    files = sorted(Path(run_dir).glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
+def _parse(path: Path) -> list[pb.Record]:
     result = []
-    for payload in _payloads(files[0]):
+    for payload in _payloads(path):
         record = pb.Record()
         record.ParseFromString(payload)
         result.append(record)
     return result
+
+
+def records(run_dir: str | Path, timeout: float = 30.0) -> list[pb.Record]:
+    """Every record of the run in ``run_dir`` (an ``offline-run-*`` folder).
+
+    ``wandb.finish()`` can return a moment before the W&B service has written the file, so
+    this waits (up to ``timeout`` seconds) for the run's final ``exit`` record.
+    """
+    files = sorted(Path(run_dir).glob("run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = _parse(files[0])
+        except Exception:  # a record caught half-written
+            result = []
+        if any(r.WhichOneof("record_type") == "exit" for r in result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
 
 
 def _key(item: Any) -> str:

@@ -1,0 +1,176 @@
+"""The ``ortho-lightning`` command: LightningCLI over the recipe models and data modules.
+
+::
+
+    ortho-lightning fit --config recipes/mnist_mlp_critical.yaml
+    ortho-lightning fit --config recipes/mnist_mlp_critical.yaml --init.init_args.scheme=gaussian
+    ortho-lightning fit --config recipes/mnist_mlp_critical.yaml --print_config
+    ortho-lightning test --config recipes/mnist_mlp_critical.yaml --ckpt_path runs/.../last.ckpt
+    ortho-lightning experiment recipes/experiments/<grid>.yaml     (ortho_lightning.experiments)
+    ortho-lightning report runs/experiments/<grid>                 (ortho_lightning.experiments)
+
+What this adds to a plain LightningCLI:
+
+- **Named callback slots** ``init``, ``constraint``, ``regularizer``, ``jacobian_monitor``,
+  ``fisher_monitor``, ``weight_monitor``: each an optional callback (a ``class_path`` +
+  ``init_args`` block at the top level of a config), appended to ``trainer.callbacks``. A slot
+  can be addressed from the command line, a grid or a ``wandb sweep``
+  (``--regularizer.init_args.weight=0.5``), which a position in a list cannot.
+- ``data.num_classes`` and ``data.input_shape`` are linked into the model's arguments, so a
+  recipe states them once, in the data module.
+- **W&B offline by default**: ``WANDB_MODE`` defaults to ``offline`` (set ``WANDB_MODE=online``
+  or ``--trainer.logger.offline=false`` with it to sync; ``--trainer.logger`` switches to
+  TensorBoard or CSV). The full resolved config goes into ``wandb.config`` and, as
+  ``lightning_config.yaml``, into the run folder (the W&B run's ``files`` folder, or the versioned log
+  folder of the other loggers), so two runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+from ortho_lightning.models.base import ClassificationModule
+
+#: top-level config keys that each hold one optional callback, in the order they are added
+CALLBACK_SLOTS: tuple[str, ...] = (
+    "init",
+    "constraint",
+    "regularizer",
+    "jacobian_monitor",
+    "fisher_monitor",
+    "weight_monitor",
+)
+#: subcommands handed to ``ortho_lightning.experiments.cli``
+EXPERIMENT_COMMANDS = ("experiment", "report")
+
+#: name of the resolved config in the run folder (W&B keeps its own ``config.yaml`` there)
+CONFIG_FILENAME = "lightning_config.yaml"
+
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.WandbLogger",
+    "init_args": {"project": "ortho-lightning", "save_dir": "runs"},
+}
+
+
+def run_folder(trainer: Trainer) -> Path:
+    """The folder of this run's own files: the W&B run's ``files`` folder when the first
+    logger is a ``WandbLogger``, else the trainer's ``log_dir`` (versioned for TensorBoard /
+    CSV), else its ``default_root_dir``."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            return Path(logger.experiment.dir)
+        break
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the resolved config as :data:`CONFIG_FILENAME` in :func:`run_folder` and puts it into
+    ``wandb.config`` (on rank zero)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / self.config_filename).write_text(text)
+        config = yaml.safe_load(text)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.config.update(config, allow_val_change=True)
+
+
+class OrthoLightningCLI(LightningCLI):
+    """LightningCLI with the callback slots and data -> model links described in the module
+    docstring."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for slot in CALLBACK_SLOTS:
+            parser.add_argument(
+                f"--{slot}",
+                type=Callback | None,
+                default=None,
+                help=f"optional callback in the {slot!r} slot (class_path + init_args)",
+            )
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+
+    def slot_callbacks(self) -> list[Callback]:
+        """The callbacks instantiated in the named slots (empty slots skipped)."""
+        config = self.config_init
+        if self.subcommand is not None:
+            config = config[self.subcommand]
+        return [config[slot] for slot in CALLBACK_SLOTS if config.get(slot) is not None]
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        callbacks = config["trainer"].get("callbacks") or []
+        if not isinstance(callbacks, list):
+            callbacks = [callbacks]
+        kwargs["callbacks"] = [*callbacks, *self.slot_callbacks()]
+        return super().instantiate_trainer(**kwargs)
+
+
+def cli_main(
+    args: list[str] | dict[str, Any] | None = None, run: bool = True
+) -> OrthoLightningCLI:
+    """Build (and with ``run=True`` run) the CLI in-process.
+
+    Args:
+        args: command-line arguments as a list (``["fit", "--config", "recipes/x.yaml"]``; the
+            subcommand only when ``run=True``) or a config dict; ``None`` reads ``sys.argv``.
+        run: run the subcommand (``fit``/``validate``/``test``/``predict``), then finish the
+            W&B runs it opened (so the next call starts a new one); ``False`` only parses and
+            instantiates, leaving ``cli.model``, ``cli.datamodule``, ``cli.trainer`` (and the
+            W&B run, if any, to :func:`finish_wandb`).
+
+    Returns:
+        The CLI object (``.model``, ``.datamodule``, ``.trainer``, ``.config``).
+    """
+    os.environ.setdefault("WANDB_MODE", "offline")
+    cli = OrthoLightningCLI(
+        model_class=ClassificationModule,
+        subclass_mode_model=True,
+        datamodule_class=LightningDataModule,
+        subclass_mode_data=True,
+        save_config_callback=RunConfigCallback,
+        save_config_kwargs={"save_to_log_dir": False, "config_filename": CONFIG_FILENAME},
+        trainer_defaults={"logger": DEFAULT_LOGGER},
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,  # one way: the model's optimizer / lr_scheduler args
+    )
+    if run:
+        finish_wandb(cli.trainer)
+    return cli
+
+
+def finish_wandb(trainer: Trainer) -> None:
+    """Finish the W&B runs of ``trainer``'s ``WandbLogger``s (rank zero), flushing offline
+    files; Lightning leaves them open, and a second run in the same process would reuse them."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``ortho-lightning``. ``experiment`` and ``report`` go to
+    :mod:`ortho_lightning.experiments.cli`; everything else to LightningCLI."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words and words[0] in EXPERIMENT_COMMANDS:
+        from ortho_lightning.experiments.cli import main as experiments_main
+
+        return experiments_main(words)
+    cli_main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

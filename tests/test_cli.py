@@ -1,0 +1,129 @@
+"""The ``ortho-lightning`` CLI: LightningCLI over the recipe models, callback slots, W&B
+offline by default, other loggers on request, and bad configs failing before training."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ortho_lightning import cli as cli_module
+from ortho_lightning.cli import CONFIG_FILENAME, cli_main, main
+from ortho_lightning.exceptions import DataError
+from tests._wandb import config as wandb_config
+from tests._wandb import history_keys, offline_runs
+from tests.data.conftest import make_tiny_mnist
+
+MLP = ["--model=ortho_lightning.models.MLPClassifier", "--model.depth=2", "--model.width=8"]
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    """LightningCLI warns when both sys.argv (pytest's) and args are given."""
+    monkeypatch.setattr(sys, "argv", ["ortho-lightning"])
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return make_tiny_mnist(tmp_path / "mnist", n_train=40, n_test=20).folder
+
+
+def _args(tiny, tmp_path, *extra, data="ortho_lightning.data.MNISTDataModule"):
+    return [
+        f"--data={data}", f"--data.data_dir={tiny}", "--data.download=false",
+        "--data.val_size=10", "--data.batch_size=10",
+        "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        *MLP, *extra,
+    ]
+
+
+def test_fit_defaults_to_offline_wandb_with_the_resolved_config(tiny, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cli = cli_main(["fit", *_args(tiny, tmp_path, "--trainer.logger.init_args.name=cli-test")])
+    assert cli.trainer.global_step == 3  # 30 training images / batch 10
+    (run,) = offline_runs(tmp_path / "runs")
+    keys = history_keys(run)
+    assert {"train/loss_epoch", "train/acc_epoch", "val/loss", "val/acc"} <= keys
+    config = wandb_config(run)
+    assert config["model"]["class_path"] == "ortho_lightning.models.MLPClassifier"
+    assert config["model"]["init_args"]["depth"] == 2
+    assert config["data"]["init_args"]["val_size"] == 10
+    saved = yaml.safe_load((run / "files" / CONFIG_FILENAME).read_text())
+    assert saved["trainer"]["logger"]["init_args"]["name"] == "cli-test"
+    assert list((tmp_path / "runs").rglob("*.ckpt")), "the default ModelCheckpoint saved nothing"
+
+
+def test_data_shape_and_classes_are_linked_into_the_model(tiny, tmp_path):
+    cli = cli_main([*_args(tiny, tmp_path, data="ortho_lightning.data.SeqMNISTDataModule"),
+                    "--data.mode=pixel", "--model=ortho_lightning.models.RNNClassifier",
+                    "--model.hidden_size=4"], run=False)
+    assert cli.model.input_shape == (784, 1)
+    assert cli.model.rnn.input_size == 1 and cli.model.head.out_features == 10
+
+
+@pytest.mark.parametrize(
+    ("logger", "pattern"),
+    [("lightning.pytorch.loggers.CSVLogger", "metrics.csv"),
+     ("lightning.pytorch.loggers.TensorBoardLogger", "events.out.tfevents.*")],
+    ids=["csv", "tensorboard"],
+)
+def test_trainer_logger_switches_away_from_wandb(tiny, tmp_path, logger, pattern):
+    spec = json.dumps({"class_path": logger, "init_args": {"save_dir": str(tmp_path / "logs")}})
+    args = [a for a in _args(tiny, tmp_path) if not a.startswith("--trainer.logger")]
+    cli_main(["fit", *args, f"--trainer.logger={spec}"])
+    assert list((tmp_path / "logs").rglob(pattern))
+    assert list((tmp_path / "logs").rglob(CONFIG_FILENAME))
+    assert not offline_runs(tmp_path)
+
+
+def test_callback_slots_add_callbacks_addressable_by_key(tiny, tmp_path):
+    cli = cli_main([*_args(tiny, tmp_path), "--init=lightning.pytorch.callbacks.LearningRateMonitor",
+                    "--init.logging_interval=epoch"], run=False)
+    (monitor,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "LearningRateMonitor"]
+    assert monitor.logging_interval == "epoch"
+    assert cli.slot_callbacks() == [monitor]
+
+
+def test_print_config_shows_slots_and_model(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(["fit", *_args(tiny, tmp_path), "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["width"] == 8
+    assert set(cli_module.CALLBACK_SLOTS) <= set(printed)
+
+
+def test_bad_activation_fails_before_training(tiny, tmp_path):
+    # jsonargparse re-raises the model's ActivationError as a ValueError carrying its message
+    with pytest.raises(ValueError, match=r"MLPClassifier: activation: unknown activation 'tanhh'.*'tanh'"):
+        cli_main(["fit", *_args(tiny, tmp_path), "--model.activation=tanhh"])
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_data_folder_without_mnist_fails_before_training(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="train-images-idx3-ubyte"):
+        cli_main(["fit", *_args(empty, tmp_path)])
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("command", ["experiment", "report"])
+def test_main_hands_experiment_commands_to_the_experiments_cli(monkeypatch, command):
+    import ortho_lightning.experiments.cli as experiments_cli
+
+    seen = []
+    monkeypatch.setattr(experiments_cli, "main", lambda argv: seen.append(argv) or 0)
+    assert main([command, "some/path"]) == 0
+    assert seen == [[command, "some/path"]]
+
+
+def test_console_script_prints_config(tmp_path):
+    script = [sys.executable, "-c", "from ortho_lightning.cli import main; raise SystemExit(main())"]
+    out = subprocess.run([*script, "fit", *MLP, "--data=ortho_lightning.data.MNISTDataModule",
+                          "--print_config"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert yaml.safe_load(out.stdout)["model"]["class_path"] == "ortho_lightning.models.MLPClassifier"
