@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ def activation_kinks(activation: str | Activation) -> tuple[float, ...]:
     return tuple(getattr(activation, "kinks", ()))
 
 
+@lru_cache(maxsize=16)
 def _legendre(n_points: int, device: torch.device) -> tuple[Tensor, Tensor]:
     x, w = np.polynomial.legendre.leggauss(n_points)
     return (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from scipy import integrate, optimize
 
 
@@ -38,13 +37,13 @@ def tanh_fixed_point(sigma_w: float, sigma_b: float) -> float:
 
 
 def tanh_critical_point(sigma_b: float) -> tuple[float, float]:
-    """(sigma_w, q*) with chi_1 = 1 for tanh, solved as a 2-d root with scipy's hybrid method."""
+    """(sigma_w, q*) with chi_1 = 1 for tanh: brentq over sigma_w of chi_1(q*(sigma_w)) - 1,
+    with q*(sigma_w) from :func:`tanh_fixed_point` (nested, unlike the package's 1-d
+    elimination)."""
 
-    def equations(x: np.ndarray) -> list[float]:
-        sigma_w, q = x
-        chi = sigma_w**2 * expect(lambda h: (1 - math.tanh(h) ** 2) ** 2, q)
-        return [chi - 1, sigma_w**2 * expect(lambda h: math.tanh(h) ** 2, q) + sigma_b**2 - q]
+    def chi_minus_one(sigma_w: float) -> float:
+        q = tanh_fixed_point(sigma_w, sigma_b)
+        return sigma_w**2 * expect(lambda h: (1 - math.tanh(h) ** 2) ** 2, q) - 1
 
-    sol = optimize.root(equations, x0=[1.0 + sigma_b, max(sigma_b, 1e-3)], method="hybr", tol=1e-13)
-    assert sol.success, sol.message
-    return float(sol.x[0]), float(sol.x[1])
+    sigma_w = optimize.brentq(chi_minus_one, 1.0, 4.0, xtol=1e-13)
+    return sigma_w, tanh_fixed_point(sigma_w, sigma_b)

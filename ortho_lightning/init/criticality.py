@@ -1,0 +1,164 @@
+"""The mean-field critical point of a deep network with elementwise activation phi.
+
+Poole et al. 2016, Schoenholz et al. 2017: with weights of variance sigma_w^2 / fan_in and
+biases of variance sigma_b^2, the pre-activation variance follows the length map
+q_{l+1} = sigma_w^2 E[phi(sqrt(q_l) z)^2] + sigma_b^2 to a fixed point q*, and
+chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] is the slope of the correlation map at c = 1 (and the mean
+squared singular value of a layer's Jacobian). The critical point solves both at once:
+q* = L(q*) and chi_1 = 1. Eliminating sigma_w^2 = 1 / E[phi'^2] leaves one equation in q,
+
+    r(q) = E[phi(sqrt(q) z)^2] / E[phi'(sqrt(q) z)^2] + sigma_b^2 - q = 0,
+
+solved here by scanning a geometric grid of q and refining the first sign change with Brent's
+method (Gaussian integrals from :mod:`ortho_lightning.theory.quadrature`).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from ortho_lightning.activations import Activation, activation_name, get_activation
+from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
+from ortho_lightning.theory.quadrature import (
+    activation_kinks,
+    derivative,
+    gaussian_expectation,
+    length_map_slope,
+)
+
+Gain = float | Literal["critical"]
+
+_GRID = np.logspace(-10, 8, 91)
+
+
+class CriticalPoint(NamedTuple):
+    """A point on the mean-field critical line.
+
+    Attributes:
+        sigma_w: weight scale (weights of variance sigma_w^2 / fan_in, or an orthogonal matrix
+            times sigma_w).
+        sigma_b: bias standard deviation (as requested).
+        q_star: the pre-activation variance fixed point q*. For positively homogeneous
+            activations (relu, linear, leaky_relu) at sigma_b = 0 every q is a fixed point;
+            1.0 (the variance of a standardised input) is returned.
+        chi: chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] as computed (1 up to rounding).
+        depth_scale: xi_q = -1 / log(dq_{l+1}/dq_l at q*), the number of layers over which the
+            pre-activation variance relaxes to q* (``math.inf`` when the slope is 1, e.g. tanh
+            at sigma_b = 0 or relu). The correlation depth scale xi_c = -1 / log(chi_1) is
+            infinite at every critical point by definition, so it is not reported.
+    """
+
+    sigma_w: float
+    sigma_b: float
+    q_star: float
+    chi: float
+    depth_scale: float
+
+
+def _moments(phi: Activation, dphi, q: np.ndarray | float, kinks) -> tuple[torch.Tensor, torch.Tensor]:
+    q_t = torch.as_tensor(q, dtype=torch.float64)
+    e_phi2 = gaussian_expectation(lambda h: phi(h) ** 2, q_t, kinks=kinks)
+    e_dphi2 = gaussian_expectation(lambda h: dphi(h) ** 2, q_t, kinks=kinks)
+    return e_phi2, e_dphi2
+
+
+def critical_point(activation: str | Activation, sigma_b: float = 0.0) -> CriticalPoint:
+    """Solve q* = L(q*) and chi_1(q*) = 1 jointly for ``activation`` at bias scale ``sigma_b``.
+
+    Args:
+        activation: a name from :data:`ortho_lightning.activations.ACTIVATIONS` or an
+            elementwise callable.
+        sigma_b: bias standard deviation >= 0.
+
+    Returns:
+        :class:`CriticalPoint` (floats). ``critical_point("tanh")`` is sigma_w = 1, q* = 0 (the
+        limit of the critical line); ``critical_point("relu")`` is sigma_w = sqrt 2.
+
+    Raises:
+        NoCriticalPointError: no q with chi_1 = 1 is a fixed point, e.g. relu with sigma_b > 0
+            (on chi_1 = 1 its length map is q -> q + sigma_b^2, so q* diverges), or phi' = 0.
+        ConfigurationError: negative or non-finite ``sigma_b``.
+    """
+    if isinstance(activation, str):
+        return _critical_point_by_name(activation_name(activation), float(sigma_b))
+    return _solve(activation, float(sigma_b))
+
+
+@lru_cache(maxsize=64)
+def _critical_point_by_name(name: str, sigma_b: float) -> CriticalPoint:
+    return _solve(name, sigma_b)
+
+
+def _solve(activation: str | Activation, sigma_b: float) -> CriticalPoint:
+    from scipy.optimize import brentq
+
+    if not math.isfinite(sigma_b) or sigma_b < 0:
+        raise ConfigurationError(f"sigma_b: expected a finite number >= 0, got {sigma_b!r}")
+    name = activation_name(activation)
+    phi, dphi = get_activation(activation), derivative(activation)
+    kinks = activation_kinks(activation)
+    e_phi2, e_dphi2 = _moments(phi, dphi, _GRID, kinks)
+    if (e_dphi2 <= 0).any():
+        raise NoCriticalPointError(
+            f"{name} has no critical point: E[phi'(h)^2] = 0 for some variance, so chi_1 = 1 "
+            "cannot be reached by any sigma_w"
+        )
+    grid = torch.as_tensor(_GRID, dtype=torch.float64)
+    ratio = e_phi2 / e_dphi2
+    residual = (ratio + sigma_b**2 - grid).numpy()
+
+    def finish(q_star: float, sigma_w: float) -> CriticalPoint:
+        chi = sigma_w**2 * float(_moments(phi, dphi, q_star, kinks)[1])
+        slope = float(length_map_slope(q_star, activation, sigma_w))
+        depth = -1.0 / math.log(slope) if 0 < slope < 1 - 1e-12 else math.inf
+        return CriticalPoint(sigma_w, sigma_b, q_star, chi, depth)
+
+    # positively homogeneous phi (relu, linear, leaky_relu): ratio == q for every q
+    if np.allclose(ratio.numpy(), _GRID, rtol=1e-9, atol=0.0):
+        if sigma_b > 0:
+            raise NoCriticalPointError(
+                f"{name} has no critical point for sigma_b={sigma_b}: on the line chi_1 = 1 its "
+                f"length map is q -> q + sigma_b^2, so the variance fixed point q* diverges "
+                "(use sigma_b = 0)"
+            )
+        return finish(1.0, float(1 / _moments(phi, dphi, 1.0, kinks)[1].sqrt()))
+
+    zero = torch.zeros((), dtype=torch.float64)
+    if sigma_b == 0 and float(phi(zero)) == 0.0 and residual[0] < 0:
+        # r(q) < 0 from q = 0+ on: the critical line ends at q* = 0, sigma_w = 1 / |phi'(0)|
+        return finish(0.0, float(1 / dphi(zero).abs()))
+    crossing = np.nonzero((residual[:-1] > 0) & (residual[1:] <= 0))[0]
+    if len(crossing) == 0:
+        raise NoCriticalPointError(
+            f"{name} has no critical point for sigma_b={sigma_b}: with sigma_w set by "
+            f"chi_1 = 1 the length map stays above q for every q up to {_GRID[-1]:g}, so the "
+            "variance fixed point q* diverges"
+        )
+    i = int(crossing[0])
+
+    def r(q: float) -> float:
+        a, b = _moments(phi, dphi, q, kinks)
+        return float(a / b) + sigma_b**2 - q
+
+    q_star = float(brentq(r, _GRID[i], _GRID[i + 1], xtol=1e-15, rtol=1e-14))
+    return finish(q_star, float(1 / _moments(phi, dphi, q_star, kinks)[1].sqrt()))
+
+
+def resolve_gain(gain: Gain, activation: str | Activation = "tanh", sigma_b: float = 0.0) -> float:
+    """A gain as a float: ``"critical"`` means ``critical_point(activation, sigma_b).sigma_w``.
+
+    Raises:
+        ConfigurationError: ``gain`` is neither a finite number nor ``"critical"``.
+    """
+    if isinstance(gain, str):
+        if gain.lower() != "critical":
+            raise ConfigurationError(f"gain: expected a number or 'critical', got {gain!r}")
+        return critical_point(activation, sigma_b).sigma_w
+    if isinstance(gain, bool) or not isinstance(gain, int | float) or not math.isfinite(gain):
+        raise ConfigurationError(f"gain: expected a finite number or 'critical', got {gain!r}")
+    return float(gain)

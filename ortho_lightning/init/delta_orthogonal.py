@@ -1,0 +1,71 @@
+"""Delta-orthogonal init of convolutions (Xiao et al. 2018): every kernel tap is zero except the
+spatial centre, which is gain times an orthogonal (out, in) matrix with orthonormal columns. The
+convolution then acts as that matrix at each position, so with 'same'-size padding (circular
+or zeros) it preserves the norm of every input exactly, times gain."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ortho_lightning.activations import Activation
+from ortho_lightning.exceptions import ShapeError
+from ortho_lightning.init.criticality import Gain, resolve_gain
+from ortho_lightning.init.orthogonal import haar_orthogonal
+
+
+def check_conv_weight(weight: Tensor) -> None:
+    """Raise :class:`ShapeError` unless ``weight`` is (out, in, *kernel), 1-3 spatial dims, all
+    kernel sizes odd (else there is no centre tap)."""
+    if weight.dim() not in (3, 4, 5):
+        raise ShapeError(
+            f"expected a Conv1d/2d/3d weight (out, in, *kernel) with 3-5 dims, got shape "
+            f"{tuple(weight.shape)}"
+        )
+    kernel = tuple(weight.shape[2:])
+    if any(k % 2 == 0 for k in kernel):
+        raise ShapeError(f"needs odd kernel sizes to have a centre tap, got kernel {kernel}")
+
+
+def set_centre_tap_(weight: Tensor, matrix: Tensor) -> Tensor:
+    """Zero the conv ``weight`` (out, in, *kernel) and put ``matrix`` (out, in) at the spatial
+    centre, in place (see :func:`check_conv_weight`). Returns ``weight``."""
+    check_conv_weight(weight)
+    kernel = tuple(weight.shape[2:])
+    with torch.no_grad():
+        weight.zero_()
+        weight[(slice(None), slice(None), *(k // 2 for k in kernel))] = matrix.to(weight.dtype)
+    return weight
+
+
+def delta_orthogonal_(
+    weight: Tensor,
+    gain: Gain = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    activation: str | Activation = "tanh",
+    sigma_b: float = 0.0,
+) -> Tensor:
+    """Delta-orthogonal init of a conv ``weight`` of shape (out, in, *kernel), in place.
+
+    Args:
+        weight: Conv1d/2d/3d weight with odd kernel sizes and out >= in.
+        gain: a float or ``"critical"`` (see :func:`orthogonal_`).
+        generator: random source.
+
+    Returns:
+        ``weight``; the centre tap C satisfies C^T C = gain^2 I (in x in).
+
+    Raises:
+        ShapeError: not a 3-5 dim weight, an even kernel size, or out < in (channels shrink, so
+            no (out, in) matrix can have orthonormal columns).
+    """
+    check_conv_weight(weight)
+    if weight.shape[0] < weight.shape[1]:
+        raise ShapeError(
+            f"delta_orthogonal_ needs out_channels >= in_channels (an isometry), got "
+            f"out={weight.shape[0]} < in={weight.shape[1]} for weight {tuple(weight.shape)}"
+        )
+    g = resolve_gain(gain, activation, sigma_b)
+    centre = haar_orthogonal(weight.shape[0], weight.shape[1], weight, generator) * g
+    return set_centre_tap_(weight, centre)
