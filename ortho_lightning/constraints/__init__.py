@@ -14,8 +14,10 @@ from ortho_lightning.constraints.orthogonalize import (
 )
 from ortho_lightning.constraints.penalties import (
     PENALTIES,
+    block_defects,
     orthogonality_defect,
     orthogonality_penalty,
+    total_penalty,
 )
 from ortho_lightning.constraints.projection import PROJECTIONS, project_orthogonal_
 
@@ -23,6 +25,7 @@ __all__ = [
     "PENALTIES",
     "PROJECTIONS",
     "OrthogonalMatrix",
+    "block_defects",
     "is_orthogonalized",
     "matrix_tensor_names",
     "orthogonality_defect",
@@ -33,5 +36,6 @@ __all__ = [
     "remove_orthogonalization",
     "selected_tensors",
     "split_state_dict",
+    "total_penalty",
     "update_base",
 ]

@@ -1,0 +1,194 @@
+"""``OrthogonalRegularizer``: the soft half. Adds ``weight * penalty`` to the training objective
+(:func:`ortho_lightning.constraints.total_penalty` over the selected matrix blocks, gate blocks of
+recurrent weights on their own), and optionally projects the weights back onto ``gain`` times the
+Stiefel manifold every so many steps.
+
+Mechanism, and why it equals adding ``weight * penalty`` to every training loss by hand: a
+callback cannot change the loss, so the penalty's gradient is added to ``.grad`` in
+``on_before_optimizer_step``. That hook runs once per optimizer step, after the closure, so by then
+
+- gradient accumulation is complete: Lightning divides each micro-batch loss by
+  ``accumulate_grad_batches``, so ``k`` micro-batches of ``loss_i / k + weight * penalty / k`` sum
+  to the data gradient plus exactly one ``weight * grad(penalty)`` (the weights do not change
+  between micro-batches) -- which is what we add, once. When an epoch ends inside an
+  accumulation window of ``m < k`` micro-batches, Lightning steps with ``m`` losses each still
+  divided by ``k``; the by-hand penalty is then ``m / k`` of itself, and so is ours (the
+  micro-batches are counted in ``on_after_backward``);
+- DDP has all-reduced (averaged) the data gradients; the weights, hence the penalty gradient,
+  are identical on every rank, so the by-hand average over ranks of ``weight * grad(penalty)`` is
+  that same value, added locally on each rank, and never averaged twice;
+- with ``16-mixed`` the GradScaler has already unscaled the gradients (Lightning unscales before
+  this hook), so the penalty gradient is added at its true scale and is not unscaled again; with
+  ``bf16-mixed`` there is no scaler. The penalty itself is computed with autocast off
+  (in the parameters' dtype, float32 under mixed precision; a by-hand penalty under autocast
+  would be computed in low precision);
+- gradient clipping runs after this hook, so it sees the penalty's gradient, as it would by hand.
+
+Logged: ``ortho/penalty`` (the unweighted penalty) at every optimizer step, and
+``ortho/defect/<module>.<block>`` every ``log_every_n_steps`` steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor, nn
+
+from ortho_lightning.callbacks.constraint import check_positive, log_defects
+from ortho_lightning.constraints.orthogonalize import (
+    RECURRENT,
+    is_orthogonalized,
+    selected_tensors,
+)
+from ortho_lightning.constraints.penalties import check_penalty_kind, total_penalty
+from ortho_lightning.constraints.projection import check_projection_method, project_orthogonal_
+from ortho_lightning.exceptions import ConfigurationError, SelectionError
+from ortho_lightning.matrices import matrix_blocks
+from ortho_lightning.selection import ModuleSelector
+
+
+class OrthogonalRegularizer(Callback):
+    """Soft orthogonality: ``weight * penalty`` added to the objective (see the module docstring).
+
+    Args:
+        weight: ``lam >= 0``; 0 with ``project_every_n_steps`` gives pure periodic projection.
+        gain: the scale the weights are pulled to: ``W^T W = gain^2 I``.
+        kind: ``"frobenius"``, ``"srip"``, ``"all_ones"`` or a callable ``f(W, gain)``
+            (:func:`ortho_lightning.constraints.orthogonality_penalty`).
+        reduction: ``"mean"`` or ``"sum"`` over Gram entries, per block; blocks are summed.
+        targets, exclude, types: the module selection (:mod:`ortho_lightning.selection`).
+        recurrent: ``"hh"`` (hidden-to-hidden matrices of RNN/LSTM/GRU only) or ``"all"``.
+        project_every_n_steps: project the selected blocks onto ``gain`` times the Stiefel
+            manifold after every n-th optimizer step (``None``: never).
+        project_method: ``"polar"`` (SVD) or ``"bjorck"``.
+        log_every_n_steps: per-block defect logging cadence (``None``: off).
+    """
+
+    def __init__(
+        self,
+        weight: float,
+        gain: float = 1.0,
+        kind: str | Callable[[Tensor, float], Tensor] = "frobenius",
+        reduction: str = "mean",
+        targets: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        types: Sequence[type[nn.Module]] | None = None,
+        recurrent: str = "hh",
+        project_every_n_steps: int | None = None,
+        project_method: str = "polar",
+        log_every_n_steps: int | None = 50,
+    ) -> None:
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not (0 <= weight < float("inf")):
+            raise ConfigurationError(f"weight: expected a finite number >= 0, got {weight!r}")
+        check_positive("gain", gain)
+        check_penalty_kind(kind, reduction)
+        if recurrent not in RECURRENT:
+            raise ConfigurationError(f"recurrent: expected one of {RECURRENT}, got {recurrent!r}")
+        check_positive("project_every_n_steps", project_every_n_steps, True, True)
+        check_projection_method(project_method)
+        check_positive("log_every_n_steps", log_every_n_steps, True, True)
+        if weight == 0 and project_every_n_steps is None:
+            raise ConfigurationError(
+                "weight=0 without project_every_n_steps does nothing; give weight > 0 or a "
+                "projection cadence"
+            )
+        self.weight = float(weight)
+        self.gain = float(gain)
+        self.kind = kind
+        self.reduction = reduction
+        self.selector = ModuleSelector.build(targets, exclude, types)
+        self.recurrent = recurrent
+        self.project_every_n_steps = project_every_n_steps
+        self.project_method = project_method
+        self.log_every_n_steps = log_every_n_steps
+        self._entries: list[tuple[str, nn.Module, str]] = []
+        self._last_step = -1
+        self._backwards = 0  # micro-batches since the last optimizer step
+        self.last_penalty: float | None = None
+
+    @property
+    def state_key(self) -> str:
+        return (
+            f"{type(self).__qualname__}{{include={list(self.selector.include)}, "
+            f"exclude={list(self.selector.exclude)}, kind={self.kind!r}}}"
+        )
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        entries = selected_tensors(pl_module, self.selector, self.recurrent)
+        if not entries:
+            raise SelectionError(
+                f"OrthogonalRegularizer selected no weight matrix in {type(pl_module).__name__} "
+                f"(include={list(self.selector.include)}, exclude={list(self.selector.exclude)})"
+            )
+        if self.project_every_n_steps is not None:
+            constrained = [f"{m}.{t}" for m, mod, t in entries if is_orthogonalized(mod, t)]
+            if constrained:
+                raise ConfigurationError(
+                    f"project_every_n_steps: {constrained} are hard-constrained "
+                    "(OrthogonalConstraint); projecting them is meaningless, exclude them"
+                )
+        self._entries = entries
+
+    def penalty(self) -> Tensor:
+        """The current (unweighted) penalty of the selected blocks, in the parameters' dtype with
+        autocast off. A 0-d tensor with a graph to the weights."""
+        with torch.autocast(_device_type(self._entries), enabled=False):
+            return total_penalty(self._entries, self.gain, self.kind, self.reduction)
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self._backwards += 1
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        micro_batches, self._backwards = self._backwards, 0
+        if not self._entries or self.weight == 0:
+            return
+        # fraction of a full accumulation window this step saw (1 except at an epoch's end)
+        scale = min(micro_batches, trainer.accumulate_grad_batches) / trainer.accumulate_grad_batches
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        with torch.enable_grad():
+            value = self.penalty()
+            grads = torch.autograd.grad(self.weight * scale * value, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = g.to(p.dtype)
+            else:
+                p.grad.add_(g.to(p.grad.dtype))
+        self.last_penalty = value.item()
+        pl_module.log("ortho/penalty", value.detach(), on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self._entries or step == self._last_step:
+            return  # no optimizer step since the last call (gradient accumulation)
+        self._last_step = step
+        n = self.project_every_n_steps
+        if n is not None and step % n == 0:
+            self.project()
+        if self.log_every_n_steps is not None and step % self.log_every_n_steps == 0:
+            log_defects(pl_module, self._entries, self.gain)
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Project every selected block onto ``gain`` times the Stiefel manifold, in place."""
+        for _, module, tensor in self._entries:
+            for block in matrix_blocks(module):
+                if block.tensor_name == tensor:
+                    project_orthogonal_(getattr(module, tensor)[block.rows], self.gain, self.project_method)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = state_dict.get("last_step", -1)
+
+
+def _device_type(entries) -> str:
+    _, module, tensor = entries[0]
+    return getattr(module, tensor).device.type

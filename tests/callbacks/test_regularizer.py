@@ -1,0 +1,149 @@
+"""OrthogonalRegularizer: gradients equal adding weight * penalty to the loss by hand (with and
+without accumulation, float64 and bf16-mixed), logged penalty, projection mode, misconfiguration."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from ortho_lightning.callbacks import OrthogonalConstraint, OrthogonalRegularizer
+from ortho_lightning.constraints import orthogonality_penalty, selected_tensors, total_penalty
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.selection import ModuleSelector
+from tests.callbacks.test_constraint import TinyRNN, gram_error, loader, make_trainer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class GradRecorder(Callback):
+    """Records every parameter's gradient as the optimizer is about to use it."""
+
+    def __init__(self):
+        self.grads = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.grads.append({n: p.grad.detach().clone() for n, p in pl_module.named_parameters()})
+
+
+def by_hand(lam, gain, kind, reduction, targets):
+    def extra_loss(module):
+        entries = selected_tensors(module, ModuleSelector.build(targets), "all")
+        with torch.autocast("cpu", enabled=False):
+            return lam * total_penalty(entries, gain, kind, reduction)
+
+    return extra_loss
+
+
+def _run(tmp_path, precision, accumulate, callbacks, extra_loss=None, steps=3):
+    torch.manual_seed(0)
+    model = TinyRNN(extra_loss=extra_loss)
+    if precision == "64-true":
+        model = model.double()
+    recorder = GradRecorder()
+    trainer = make_trainer(
+        tmp_path, [*callbacks, recorder], max_steps=steps, precision=precision,
+        accumulate_grad_batches=accumulate,
+    )
+    trainer.fit(model, loader(dtype=torch.float64 if precision == "64-true" else torch.float32))
+    return recorder.grads, model
+
+
+@pytest.mark.parametrize(
+    "precision, accumulate, kind, tol",
+    [
+        ("64-true", 1, "frobenius", 1e-13),
+        ("64-true", 3, "frobenius", 1e-13),
+        ("64-true", 2, "srip", 1e-13),
+        ("bf16-mixed", 2, "frobenius", 1e-6),
+    ],
+    ids=["f64", "f64-accumulate3", "f64-srip-accumulate2", "bf16-accumulate2"],
+)
+def test_gradients_equal_penalty_added_to_the_loss_by_hand(tmp_path, precision, accumulate, kind, tol):
+    lam, gain, targets = 0.7, 1.3, ["rnn", "encoder"]
+    reg = OrthogonalRegularizer(lam, gain, kind, "sum", targets=targets, recurrent="all")
+    grads, model = _run(tmp_path, precision, accumulate, [reg])
+    ref, ref_model = _run(tmp_path, precision, accumulate, [], by_hand(lam, gain, kind, "sum", targets))
+    assert len(grads) == len(ref) == 3
+    for step, (g, r) in enumerate(zip(grads, ref)):
+        for name in r:
+            torch.testing.assert_close(g[name], r[name], rtol=tol, atol=tol, msg=f"step {step} {name}")
+    # and the penalty's gradient is not negligible: it changes the gradient of the weights it acts on
+    plain, _ = _run(tmp_path, precision, accumulate, [])
+    assert (plain[0]["rnn.weight_hh_l0"] - grads[0]["rnn.weight_hh_l0"]).abs().max() > 1e-3
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
+
+
+def test_logs_the_penalty_of_the_weights_it_stepped_from(tmp_path):
+    torch.manual_seed(0)
+    model = TinyRNN()
+    expected = sum(
+        orthogonality_penalty(W, 1.0, "frobenius", "mean")
+        for W in (model.rnn.weight_hh_l0, model.encoder.weight)
+    ).item()
+    reg = OrthogonalRegularizer(0.1, targets=["rnn", "encoder"], log_every_n_steps=1)
+    trainer = make_trainer(tmp_path, [reg], max_steps=1)
+    trainer.fit(model, loader())
+    assert reg.last_penalty == pytest.approx(expected, rel=1e-6)
+    assert trainer.logged_metrics["ortho/penalty"].item() == pytest.approx(expected, rel=1e-6)
+    assert "ortho/defect/rnn.weight_hh_l0" in trainer.logged_metrics
+
+
+def test_strong_penalty_pulls_weights_to_the_gain(tmp_path):
+    model = TinyRNN(lr=0.01)
+    start = torch.linalg.svdvals(model.rnn.weight_hh_l0.detach())
+    reg = OrthogonalRegularizer(50.0, gain=1.5, targets="rnn", log_every_n_steps=None)
+    make_trainer(tmp_path, [reg], max_steps=200).fit(model, loader())
+    s = torch.linalg.svdvals(model.rnn.weight_hh_l0.detach())
+    assert (start - 1.5).abs().max() > 0.3  # default init is far from the gain
+    assert (s - 1.5).abs().max() < 0.1  # soft: balanced against the data loss, not exact
+
+
+def test_projection_mode_makes_every_gate_block_orthogonal(tmp_path):
+    model = TinyRNN()
+    reg = OrthogonalRegularizer(0.0, gain=0.8, targets="rnn", recurrent="all", project_every_n_steps=2,
+                                project_method="bjorck")
+    make_trainer(tmp_path, [reg], max_steps=4).fit(model, loader())
+    assert gram_error(model.rnn.weight_hh_l0.detach(), 0.8) < 1e-5
+    assert gram_error(model.rnn.weight_ih_l0.detach(), 0.8) < 1e-5  # (8, 2): orthonormal columns
+
+
+def test_projecting_hard_constrained_weights_is_an_error(tmp_path):
+    reg = OrthogonalRegularizer(0.0, targets="rnn", project_every_n_steps=1)
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn"), reg], max_steps=1)
+    with pytest.raises(ConfigurationError, match=r"\['rnn.weight_hh_l0'\] are hard-constrained"):
+        trainer.fit(TinyRNN(), loader())
+
+
+def test_pickle_round_trip():
+    reg = OrthogonalRegularizer(0.3, gain=2.0, kind="srip", targets="rnn")
+    clone = pickle.loads(pickle.dumps(reg))
+    assert (clone.weight, clone.gain, clone.kind, clone.state_key) == (0.3, 2.0, "srip", reg.state_key)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weight": -1.0}, "weight: expected a finite number >= 0, got -1.0"),
+        ({"weight": 0.0}, "weight=0 without project_every_n_steps does nothing"),
+        ({"weight": 1.0, "gain": -2}, "gain: expected a positive number, got -2"),
+        ({"weight": 1.0, "kind": "l1"}, r"kind: expected one of \['all_ones', 'frobenius', 'srip'\] or a callable"),
+        ({"weight": 1.0, "reduction": "max"}, r"reduction: expected one of \('mean', 'sum'\), got 'max'"),
+        ({"weight": 1.0, "recurrent": "x"}, r"recurrent: expected one of \('hh', 'all'\), got 'x'"),
+        ({"weight": 1.0, "project_every_n_steps": 0}, "project_every_n_steps: expected a positive int or None, got 0"),
+        ({"weight": 1.0, "project_method": "qr"}, r"method: expected one of \['bjorck', 'polar'\], got 'qr'"),
+    ],
+    ids=["weight", "noop", "gain", "kind", "reduction", "recurrent", "cadence", "method"],
+)
+def test_misconfiguration(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        OrthogonalRegularizer(**kwargs)
