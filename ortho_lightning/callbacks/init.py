@@ -1,0 +1,114 @@
+"""``OrthogonalInit``: :func:`ortho_lightning.init.initialize` once, at the start of ``fit``.
+
+When things happen:
+
+- ``__init__``: every argument is checked (and ``gain="critical"`` solved), so a bad config fails
+  when the callback is made.
+- ``setup("fit")``, before the checkpoint restore and before the optimizers exist: the scheme is
+  applied once per callback (a second ``fit`` with the same callback, ``validate``, ``test`` and
+  ``predict`` leave the weights alone). Put it before ``OrthogonalConstraint`` in the callbacks,
+  whose ``setup`` parametrizes the weights.
+- Resuming (``fit(ckpt_path=...)``): the restored weights win. Lightning 2.6 makes the checkpoint
+  path public (``trainer.ckpt_path``) only once the restore begins, which is after ``setup``; a
+  path set by the user beforehand (``trainer.ckpt_path = ...``) is seen in ``setup`` and nothing
+  is drawn. Otherwise the init runs in ``setup`` and the restore that follows overwrites every
+  tensor it wrote (it draws from its own generator, so the global RNG is untouched);
+  ``on_fit_start`` then sees ``trainer.ckpt_path``, drops the report and logs nothing.
+- ``on_fit_start``: the report is logged with the one log adapter (a W&B table with
+  ``WandbLogger``, Markdown text on TensorBoard and in the Python log otherwise), rank zero only.
+
+DDP: every rank draws from a ``torch.Generator`` seeded with ``seed``, or when ``seed`` is None
+with rank zero's ``torch.initial_seed()`` broadcast to all ranks (a collective every rank joins
+in ``setup``), so all ranks start from identical weights without relying on DDP's own broadcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from ortho_lightning.activations import Activation
+from ortho_lightning.callbacks._logging import log_table
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.init.criticality import Gain
+from ortho_lightning.init.initialize import InitConfig, InitReport, SchemeFn, apply_config
+
+
+class OrthogonalInit(Callback):
+    """Initialise the LightningModule's Linear / ConvNd / recurrent modules at the start of fit.
+
+    Args:
+        scheme, gain, activation, sigma_b, include, exclude, fallback: as in
+            :func:`ortho_lightning.init.initialize`.
+        seed: seed of the init's own generator (same seed, same weights); ``None`` uses rank
+            zero's ``torch.initial_seed()`` (set by ``seed_everything``).
+        log_key: key of the logged report table.
+
+    Attributes:
+        applied: whether this callback has initialised the model (kept in its checkpoint state).
+        report: the :class:`~ortho_lightning.init.InitReport` of this run, ``None`` before
+            ``fit`` and after a resume.
+    """
+
+    def __init__(
+        self,
+        scheme: str | SchemeFn = "orthogonal",
+        gain: Gain = 1.0,
+        activation: str | Activation = "tanh",
+        sigma_b: float = 0.0,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        fallback: str | SchemeFn | None = None,
+        seed: int | None = None,
+        log_key: str = "init/report",
+    ) -> None:
+        self.config = InitConfig.build(scheme, gain, activation, sigma_b, include, exclude, fallback)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ConfigurationError(f"seed: expected None or an int >= 0, got {seed!r}")
+        if not isinstance(log_key, str) or not log_key:
+            raise ConfigurationError(f"log_key: expected a non-empty string, got {log_key!r}")
+        self.seed = seed
+        self.log_key = log_key
+        self.applied = False
+        self.seed_used: int | None = None
+        self.report: InitReport | None = None
+        self._report_logged = False
+
+    @property
+    def state_key(self) -> str:
+        selector = self.config.selector
+        return (
+            f"{type(self).__qualname__}{{scheme={self.config.scheme[0]!r}, "
+            f"include={list(selector.include)!r}, exclude={list(selector.exclude)!r}}}"
+        )
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit" or self.applied or trainer.ckpt_path is not None:
+            return
+        seed = self.seed
+        if seed is None:
+            seed = int(trainer.strategy.broadcast(int(torch.initial_seed()), src=0))
+        generator = torch.Generator().manual_seed(seed)
+        self.report = apply_config(pl_module, self.config, generator)
+        self.seed_used = seed
+        self.applied = True
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.report is None or self._report_logged:
+            return
+        if trainer.ckpt_path is not None:
+            # resumed: the restore (after setup) replaced every tensor setup() wrote
+            self.report = None
+            return
+        log_table(trainer, self.log_key, self.report.columns, self.report.rows())
+        self._report_logged = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied, "seed": self.seed_used}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.applied = bool(state_dict.get("applied", False))
+        self.seed_used = state_dict.get("seed")

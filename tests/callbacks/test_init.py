@@ -1,0 +1,144 @@
+"""OrthogonalInit in real Trainer.fit runs: applied once, skipped on resume, same on DDP ranks."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from ortho_lightning.callbacks import OrthogonalInit
+from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
+from ortho_lightning.init import initialize
+from tests._ddp import run_ddp_script
+from tests.callbacks._monitor_helpers import TinyNet, loader, trainer
+
+
+class WeightProbe(Callback):
+    """Copies of the model's weights at setup (after the callbacks before it) and train start."""
+
+    def __init__(self) -> None:
+        self.at_setup: list[dict[str, torch.Tensor]] = []
+        self.at_train_start: list[dict[str, torch.Tensor]] = []
+
+    def setup(self, trainer, pl_module, stage):
+        self.at_setup.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+    def on_train_start(self, trainer, pl_module):
+        self.at_train_start.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
+def _is_scaled_isometry(w: torch.Tensor, gain: float) -> bool:
+    w = w.double()
+    g = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return torch.allclose(g, gain**2 * torch.eye(g.shape[0], dtype=torch.float64), atol=1e-5)
+
+
+def _weights(module) -> list[torch.Tensor]:
+    return [m.weight for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_fit_applies_the_init_once_before_training(tmp_path, caplog):
+    model, probe = TinyNet(), WeightProbe()
+    callback = OrthogonalInit(gain=1.2, sigma_b=0.05, seed=3)
+    fit = trainer(tmp_path, [callback, probe], max_steps=2)
+    with caplog.at_level(logging.INFO, logger="ortho_lightning.callbacks._logging"):
+        fit.fit(model, loader())
+    start = probe.at_train_start[0]
+    assert all(_is_scaled_isometry(start[k], 1.2) for k in ("layers.0.weight", "layers.3.weight", "head.weight"))
+    # exactly what initialize() with the same seed draws (an independent fresh model)
+    reference = TinyNet()
+    initialize(reference, gain=1.2, sigma_b=0.05, generator=torch.Generator().manual_seed(3))
+    for k, v in reference.state_dict().items():
+        torch.testing.assert_close(start[k], v)
+    assert callback.applied and callback.state_dict() == {"applied": True, "seed": 3}
+    assert "init/report" in caplog.text and "layers.3.weight" in caplog.text
+    # validate, and a second fit with the same callback, do not re-initialise
+    after_fit = {k: v.clone() for k, v in model.state_dict().items()}
+    fit.validate(model, loader())
+    trainer(tmp_path, [callback, probe], max_steps=1).fit(model, loader())
+    assert len(probe.at_train_start) == 2
+    for k, v in probe.at_train_start[1].items():
+        torch.testing.assert_close(v, after_fit[k])
+
+
+def test_resume_keeps_the_restored_weights(tmp_path):
+    first = OrthogonalInit(seed=1)
+    fit = trainer(tmp_path, [first], max_steps=2)
+    model = TinyNet()
+    fit.fit(model, loader())
+    ckpt = tmp_path / "step2.ckpt"
+    fit.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=True)  # the callback state is weights_only-safe
+    assert saved["callbacks"][first.state_key] == {"applied": True, "seed": 1}
+
+    resumed, probe = OrthogonalInit(seed=99), WeightProbe()
+    fit2 = trainer(tmp_path, [resumed, probe], max_steps=3)
+    fit2.fit(TinyNet(), loader(), ckpt_path=ckpt)
+    for k, v in saved["state_dict"].items():
+        torch.testing.assert_close(probe.at_train_start[0][k], v)
+    assert resumed.applied and resumed.seed_used == 1 and resumed.report is None
+
+
+def test_user_set_ckpt_path_skips_the_draw(tmp_path):
+    fit = trainer(tmp_path, [OrthogonalInit(seed=1)], max_steps=1)
+    fit.fit(TinyNet(), loader())
+    ckpt = tmp_path / "a.ckpt"
+    fit.save_checkpoint(ckpt)
+    callback, probe = OrthogonalInit(seed=2), WeightProbe()
+    model = TinyNet()
+    untouched = {k: v.clone() for k, v in model.state_dict().items()}
+    fit2 = trainer(tmp_path, [callback, probe], max_steps=2)
+    fit2.ckpt_path = str(ckpt)
+    fit2.fit(model, loader())
+    for k, v in probe.at_setup[0].items():  # setup saw the model as it was made
+        torch.testing.assert_close(v, untouched[k])
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"scheme": "xavier"}, ConfigurationError, "scheme: expected one of .* got 'xavier'"),
+        ({"gain": "crit"}, ConfigurationError, "gain: expected a number or 'critical', got 'crit'"),
+        ({"seed": -1}, ConfigurationError, "seed: expected None or an int >= 0, got -1"),
+        ({"seed": 1.5}, ConfigurationError, "seed: expected None or an int >= 0, got 1.5"),
+        ({"log_key": ""}, ConfigurationError, "log_key: expected a non-empty string"),
+        ({"gain": "critical", "activation": "relu", "sigma_b": 0.1}, NoCriticalPointError, r"q\* diverges"),
+    ],
+    ids=["scheme", "gain", "seed-negative", "seed-float", "log_key", "no-critical-point"],
+)
+def test_misconfiguration_fails_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        OrthogonalInit(**kwargs)
+
+
+def test_pickle_round_trip():
+    callback = OrthogonalInit(scheme="gaussian", gain="critical", sigma_b=0.1, include="layers.*", seed=4)
+    clone = pickle.loads(pickle.dumps(callback))
+    assert clone.state_key == callback.state_key and clone.config == callback.config
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_half_precision_runs_start_orthogonal(tmp_path, precision):
+    model, probe = TinyNet(), WeightProbe()
+    trainer(tmp_path, [OrthogonalInit(gain=0.8, seed=0), probe], max_steps=1, precision=precision).fit(model, loader())
+    w = probe.at_train_start[0]["layers.3.weight"]
+    assert w.dtype == (torch.bfloat16 if precision == "bf16-true" else torch.float32)
+    w = w.double()
+    torch.testing.assert_close(w @ w.T, 0.64 * torch.eye(8, dtype=torch.float64), atol=2e-2 if precision == "bf16-true" else 1e-5, rtol=0)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_ranks_start_from_identical_weights(tmp_path):
+    run_ddp_script("init_ddp.py", str(tmp_path), timeout=240)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # the script seeds each rank's global RNG differently, so the plain torch init differs ...
+    assert not torch.equal(r0["before"]["layers.0.weight"], r1["before"]["layers.0.weight"])
+    # ... and OrthogonalInit (seed=None: rank zero's initial seed, broadcast) makes them equal,
+    # before DDP wraps the model (DDP's own broadcast comes later)
+    for k in r0["after_init"]:
+        assert torch.equal(r0["after_init"][k], r1["after_init"][k]), k
+    assert _is_scaled_isometry(r0["after_init"]["layers.3.weight"], 1.1)
