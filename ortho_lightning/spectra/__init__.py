@@ -1,6 +1,27 @@
 """Spectra of a network (pure torch.func, no Lightning): per-sample Jacobian singular values
 (input-output, layer-to-layer, recurrent state-to-state), the true Fisher's eigenvalues, trace
-and spectral density, weight singular values, and their summaries."""
+and spectral density, weight singular values, and their summaries.
+
+Conventions shared by every function here:
+
+- Inputs and outputs are batch-first; per-sample Jacobians are taken from ONE forward pass of
+  the whole batch, which is exact when samples do not interact (eval mode for the standard
+  layers). Models are measured in eval mode by default (``eval_mode=True``: dropout off,
+  batch-norm running statistics) and every submodule's mode is restored afterwards.
+- Parameters are the trainable ``named_parameters()``, passed through
+  :func:`torch.func.functional_call`; for geotorch / ``torch.nn.utils.parametrize`` modules
+  these are the unconstrained originals, so Fisher spectra are those of the parametrized
+  model in the coordinates the optimizer moves, differentiated through the parametrization.
+  Frozen parameters are not variables. No ``.grad`` is written and the global RNG is not used
+  (Lanczos, Hutchinson and SLQ take a ``seed`` for a private generator).
+- Fused ``nn.RNN``/``LSTM``/``GRU`` kernels: Jacobians use reverse mode; Fisher-vector
+  products disable the oneDNN/cuDNN backends for forward mode (see
+  :func:`~ortho_lightning.spectra._common.ad_friendly_backends`).
+- The exact Fisher spectrum comes from the (N*C x N*C) dual Gram (structured per layer for
+  Linear/Conv1d/Conv2d, torch.func for everything else, recurrent layers included); for large
+  N*C use ``method="lanczos"``, :func:`fisher_trace` (``"hutchinson"``) and
+  :func:`spectral_density`.
+"""
 
 from ortho_lightning.spectra.fisher import fisher_eigenvalues, fisher_trace, spectral_density
 from ortho_lightning.spectra.gram import fisher_gram

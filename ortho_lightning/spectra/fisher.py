@@ -184,7 +184,7 @@ def spectral_density(
         sigma: kernel width; default 1% of the spread of the quadrature nodes.
 
     Returns:
-        (grid, density): two 1-d float64 tensors of equal length; density >= 0 and
+        (grid, density): two 1-d float64 CPU tensors of equal length; density >= 0 and
         integrates (trapezoid) to ~1 over the default grid.
     """
     _check(model, x, likelihood)
@@ -221,7 +221,7 @@ def spectral_density(
         sigma = max(hi - lo, 1e-12 * max(abs(hi), 1.0)) / 100
     if not isinstance(grid, Tensor):
         grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, grid, dtype=torch.float64)
-    return grid.to(torch.float64), gaussian_density(nodes, grid, sigma)
+    return grid.detach().to("cpu", torch.float64), gaussian_density(nodes, grid, sigma)
 
 
 __all__ = ["BUDGET", "fisher_eigenvalues", "fisher_trace", "spectral_density"]

@@ -168,8 +168,8 @@ def slq_nodes(
 
 
 def gaussian_density(nodes: list[tuple[Tensor, Tensor]], grid: Tensor, sigma: float) -> Tensor:
-    """Average over probes of sum_l w_l N(grid; theta_l, sigma^2)."""
-    g = grid.to(torch.float64)
+    """Average over probes of sum_l w_l N(grid; theta_l, sigma^2), float64 on the CPU."""
+    g = grid.detach().to("cpu", torch.float64)
     dens = torch.zeros_like(g)
     for theta, w in nodes:
         z = (g[:, None] - theta[None, :]) / sigma

@@ -211,3 +211,13 @@ def test_bad_input_errors(call, error, match):
     model, x = build("mlp")
     with pytest.raises(error, match=match):
         call(model, x)
+
+
+def test_global_rng_untouched():
+    torch.manual_seed(0)
+    model, x = build("mlp")
+    state = torch.get_rng_state()
+    fisher_eigenvalues(model, x, method="lanczos", k=2, seed=3)
+    fisher_trace(model, x, method="hutchinson", num_probes=4, seed=3)
+    spectral_density(model, x, num_probes=2, lanczos_steps=5, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,0 +1,206 @@
+"""Fisher spectrum, trace and top-k: ortho_lightning.spectra against the peers, one run, ratios.
+
+Model: 784-256x8-10 tanh MLP (P = 664,074), probe batch N = 64, C = 10, float32, CPU.
+Rows (each the best of ``--repeats`` timed runs after one warm-up):
+
+- exact spectrum: ours (structured dual Gram) vs the per-sample-Jacobian Gram route
+  (``vmap(jacrev)`` per-sample parameter Jacobians, (N*C, P), then their Gram), vs our own
+  generic torch.func fallback, vs nngeometry's ``FIM(..., FMatDense)`` Gram;
+- trace: ours (exact, structured diagonal) vs BackPACK ``DiagGGNExact``;
+- top-10: ours (Lanczos on the dual operator) vs curvlinops ``GGNLinearOperator`` + scipy
+  ``eigsh`` at the same tolerance, at N = 64 and N = 2048 (N*C = 20,480: no dense Gram).
+
+The true Fisher of a softmax output is the GGN of the cross-entropy (H = diag(p) - p p^T does
+not depend on the labels), so the peers get random labels and mean reduction.
+Peers are optional (``pip install .[bench]``); a missing one is skipped with a note.
+
+Usage: ``python benchmarks/bench_fisher.py [--threads 1] [--repeats 3] [--skip-slow]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+from ortho_lightning.spectra import fisher_eigenvalues, fisher_gram, fisher_trace
+
+
+def mlp(width: int = 256, depth: int = 8, classes: int = 10) -> nn.Module:
+    layers: list[nn.Module] = [nn.Linear(784, width), nn.Tanh()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    layers.append(nn.Linear(width, classes))
+    model = nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight, gain=1.1)
+            nn.init.normal_(m.bias, std=0.05)
+    return model
+
+
+def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    out = fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def per_sample_jacobian_route(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Reference route: per-sample parameter Jacobians (N, C, P), then the dual Gram."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def single(p, xi):
+        return functional_call(model, p, (xi[None],))[0]
+
+    jac = vmap(jacrev(single), in_dims=(None, 0))(params, x)
+    j = torch.cat([jac[k].reshape(x.shape[0], 10, -1) for k in params], dim=2)  # (N, C, P)
+    with torch.no_grad():
+        p = torch.softmax(model(x), -1)
+    s = p.sqrt()
+    sqrt_h = torch.diag_embed(s) - p[:, :, None] * s[:, None, :]
+    g = torch.einsum("ndc,ndp->ncp", sqrt_h, j).reshape(-1, j.shape[2])
+    del j, jac
+    return torch.linalg.eigvalsh(g @ g.T / x.shape[0]).flip(0)
+
+
+def nngeometry_route(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    from nngeometry.metrics import FIM
+    from nngeometry.object import FMatDense
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=x.shape[0]
+    )
+    fmat = FIM(model, loader, FMatDense, variant="classif_logits")
+    data = fmat.data
+    s = data.shape
+    return torch.linalg.eigvalsh(data.reshape(s[0] * s[1], s[2] * s[3])).flip(0)
+
+
+def backpack_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    from backpack import backpack, extend
+    from backpack.extensions import DiagGGNExact
+
+    ext_model = extend(model)
+    loss_fn = extend(nn.CrossEntropyLoss())
+    loss = loss_fn(ext_model(x), y)
+    with backpack(DiagGGNExact()):
+        loss.backward()
+    total = sum(p.diag_ggn_exact.sum() for p in ext_model.parameters())
+    for p in ext_model.parameters():
+        p.grad = None
+    return total
+
+
+def curvlinops_topk(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, tol: float
+) -> torch.Tensor:
+    from curvlinops import GGNLinearOperator
+    from scipy.sparse.linalg import eigsh
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    op = GGNLinearOperator(
+        model, nn.CrossEntropyLoss(), params, [(x, y)], check_deterministic=False
+    ).to_scipy()
+    vals = eigsh(op, k=k, which="LA", tol=tol, return_eigenvectors=False)
+    return torch.from_numpy(vals.copy()).sort(descending=True).values
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float(((a - b).abs() / b.abs().clamp_min(1e-30)).max())
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tol", type=float, default=1e-5)
+    parser.add_argument("--big-n", type=int, default=2048)
+    parser.add_argument("--skip-slow", action="store_true", help="skip the per-sample routes")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = mlp()
+    x = torch.randn(64, 784)
+    y = torch.randint(0, 10, (64,))
+    num_params = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, threads {args.threads}, P = {num_params:,}, N = 64, C = 10")
+    rows: list[tuple[str, str, float, float | None, str]] = []
+
+    # --- exact spectrum
+    t_ours, ours = best_of(lambda: fisher_eigenvalues(model, x), args.repeats)
+    rows.append(("exact spectrum", "ortho_lightning (structured dual Gram)", t_ours, None, ""))
+    if not args.skip_slow:
+        t, ref = best_of(lambda: per_sample_jacobian_route(model, x), 1)
+        rows.append(("exact spectrum", "per-sample Jacobian Gram route", t, t / t_ours,
+                     f"max rel err top-50 {rel(ours[:50], ref[:50]):.1e}"))
+        t, gen = best_of(
+            lambda: torch.linalg.eigvalsh(fisher_gram(model, x, structured=False)).flip(0), 1
+        )
+        rows.append(("exact spectrum", "ortho_lightning generic torch.func route", t, t / t_ours,
+                     f"max rel err top-50 {rel(gen[:50], ours[:50]):.1e}"))
+    if have("nngeometry"):
+        t, ng = best_of(lambda: nngeometry_route(model, x, y), args.repeats)
+        ratio = float(ng[0] / ours[0])
+        rows.append(("exact spectrum", "nngeometry FIM FMatDense", t, t / t_ours,
+                     f"top eig ratio ng/ours {ratio:.4f}; top-50 rel err after scaling "
+                     f"{rel(ng[:50] / ratio, ours[:50]):.1e}"))
+    else:
+        print("note: nngeometry not installed; skipped (pip install nngeometry==0.4)")
+
+    # --- trace
+    t_tr, tr = best_of(lambda: fisher_trace(model, x), args.repeats)
+    rows.append(("trace", "ortho_lightning exact (structured diagonal)", t_tr, None,
+                 f"{float(tr):.6g}"))
+    if have("backpack"):
+        bp_model = mlp()
+        bp_model.load_state_dict(model.state_dict())
+        t, bp = best_of(lambda: backpack_trace(bp_model, x, y), args.repeats)
+        rows.append(("trace", "BackPACK DiagGGNExact", t, t / t_tr,
+                     f"rel err {rel(tr.reshape(1), bp.reshape(1)):.1e}"))
+    else:
+        print("note: backpack-for-pytorch not installed; skipped")
+
+    # --- top-10
+    for n in (64, args.big_n):
+        xb = x if n == 64 else torch.randn(n, 784)
+        yb = y if n == 64 else torch.randint(0, 10, (n,))
+        t_l, top = best_of(
+            lambda xb=xb: fisher_eigenvalues(model, xb, method="lanczos", k=10, tol=args.tol),
+            args.repeats if n == 64 else 1,
+        )
+        rows.append((f"top-10 N={n}", f"ortho_lightning Lanczos (dual, tol {args.tol:g})", t_l,
+                     None, ""))
+        if have("curvlinops"):
+            t, cl = best_of(
+                lambda xb=xb, yb=yb: curvlinops_topk(model, xb, yb, 10, args.tol),
+                args.repeats if n == 64 else 1,
+            )
+            rows.append((f"top-10 N={n}", "curvlinops GGN + scipy eigsh", t, t / t_l,
+                         f"max rel diff {rel(top, cl):.1e}"))
+        else:
+            print("note: curvlinops-for-pytorch not installed; skipped")
+
+    print()
+    print("| task | method | seconds | peer / ours | check |")
+    print("|---|---|---|---|---|")
+    for task, method, t, ratio, check in rows:
+        r = "" if ratio is None else f"{ratio:.1f}x"
+        print(f"| {task} | {method} | {t:.3f} | {r} | {check} |")
+
+
+if __name__ == "__main__":
+    main()
