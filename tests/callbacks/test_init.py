@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 
@@ -118,6 +119,22 @@ def test_pickle_round_trip():
     callback = OrthogonalInit(scheme="gaussian", gain="critical", sigma_b=0.1, include="layers.*", seed=4)
     clone = pickle.loads(pickle.dumps(callback))
     assert clone.state_key == callback.state_key and clone.config == callback.config
+
+
+def test_report_is_a_wandb_table(tmp_path):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from tests._wandb import history, offline_runs
+
+    wb_logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="init")
+    trainer(tmp_path, [OrthogonalInit(seed=0)], logger=wb_logger, max_steps=1).fit(TinyNet(), loader())
+    wb_logger.experiment.finish()
+    run = offline_runs(tmp_path)[-1]
+    rows = [row for row in history(run) if row.get("init/report/_type") == "table-file"]
+    assert len(rows) == 1 and rows[0]["init/report/nrows"] == 6
+    table = json.loads((run / "files" / rows[0]["init/report/path"]).read_text())
+    assert table["columns"] == ["name", "shape", "scheme", "gain"]
+    assert table["data"][2] == ["layers.3.weight", "8x8", "orthogonal", 1.0]
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
