@@ -13,6 +13,14 @@ An experiment file looks like::
     seed: [0, 1]                        # an axis of its own, always last
     report: {figures: [...]}            # read by ``experiments.report``
 
+An axis may also list *variants*: mappings with a ``name`` and the parameters they set, for arms
+that differ in several keys at once (the axis column holds the name)::
+
+    axes:
+      arm:
+        - {name: penalty, regularizer.init_args.weight: 1.0}
+        - {name: none, regularizer: null}
+
 For ``kind: recipe`` the keys of ``base`` and ``axes`` are LightningCLI dotted keys
 (``model.init_args.depth``) passed as ``--key=value``; for ``kind: function`` they are keyword
 arguments of the function, checked against its signature before anything runs.
@@ -171,21 +179,36 @@ def expand(spec: Mapping[str, Any], source: Path | None = None) -> Grid:
             raise ConfigurationError(f"experiment key {key!r} is both in 'base' and in 'axes'")
         if key == "seed":
             raise ConfigurationError("put 'seed' at the top level of the experiment file, not in 'axes'")
+        variants = [v for v in values if isinstance(v, Mapping)]
+        if variants and (len(variants) != len(values)
+                         or not all(isinstance(v.get("name"), str) for v in variants)):
+            raise ConfigurationError(
+                f"experiment axis {key!r}: variants must all be mappings with a string 'name' "
+                f"(and the parameters they set), received {values!r}")
         axes[key] = list(values)
     seeds = spec.get("seed", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigurationError(f"experiment 'seed' must be an int or a non-empty list of ints, received {seeds!r}")
     if kind == "function":
-        _check_function_params(target, list(base) + list(axes))
+        keys = [k for k, vs in axes.items() if not isinstance(vs[0], Mapping)]
+        keys += [p for vs in axes.values() for v in vs if isinstance(v, Mapping) for p in v if p != "name"]
+        _check_function_params(target, list(base) + keys)
 
     cells = []
     for combo in itertools.product(*axes.values()):
-        axis_values = dict(zip(axes, combo))
+        params = dict(base)
+        axis_values = {}
+        for key, value in zip(axes, combo):
+            if isinstance(value, Mapping):
+                params.update({k: v for k, v in value.items() if k != "name"})
+                axis_values[key] = value["name"]
+            else:
+                params[key] = value
+                axis_values[key] = value
         for seed in seeds:
-            params = {**base, **axis_values}
-            cells.append(Cell(cell_id(axis_values, seed, params, target), kind, target, params,
-                              axis_values, seed))
+            cells.append(Cell(cell_id(axis_values, seed, params, target), kind, target,
+                              dict(params), dict(axis_values), seed))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigurationError(f"experiment {name!r} has repeated cells (duplicate axis values?)")

@@ -44,7 +44,9 @@ def isometry_at_init(depth: int, weights: str, width: int = 256, sigma_b: float 
     """One network, one measurement row.
 
     Returns ``sv2_mean``, ``sv2_var`` (mean and variance of the pooled squared singular values
-    of J over ``n_inputs`` inputs), ``sv_max``, ``sv_min``, ``frac_within_10pct``, and theory's
+    of J over ``n_inputs`` inputs), ``sv2_var_normalized`` (``sv2_var / sv2_mean^2``: the
+    spread with this network's overall scale divided out; at finite width the scale chi^L of
+    one Gaussian network fluctuates with log-variance ~ L / N), ``sv_max``, ``sv_min``, ``frac_within_10pct``, and theory's
     ``theory_sv2_mean`` / ``theory_sv2_var``, with ``sigma_w``, ``q_star``.
     """
     cp = critical_point("tanh", sigma_b)
@@ -60,6 +62,7 @@ def isometry_at_init(depth: int, weights: str, width: int = 256, sigma_b: float 
     return {
         "sv2_mean": float(sv2.mean()),
         "sv2_var": float(sv2.var(unbiased=False)),
+        "sv2_var_normalized": float(sv2.var(unbiased=False) / sv2.mean() ** 2),
         "sv_max": summary["max"],
         "sv_min": summary["min"],
         "frac_within_10pct": summary["frac_within_10pct"],

@@ -8,10 +8,12 @@ What to draw is read from the ``report`` section of the experiment file saved be
           x: depth
           y: [sv2_var, theory_sv2_var]  # one column or several (drawn solid, dashed, ...)
           hue: weights                  # one line per value (a list of columns is joined)
-          where: {step: last}           # filters: 'last' = each cell's last row; a value; a list
+          where: {step: last}           # filters: a value; a list; 'last' = each cell's last
+                                        # row; 'final' = each column's last value per cell
           logx: true
           logy: false
           fit: linear                   # least-squares slope of y vs x per line, in the summary
+          agg: mean                     # or median (bars: interquartile range), for heavy tails
       summary:                          # a table of group means +- std over seeds
         group: [depth, weights]
         columns: [sv2_mean, sv2_var]
@@ -38,7 +40,8 @@ from ortho_lightning.experiments.grid import resolve_function
 from ortho_lightning.experiments.table import ID_COLUMN, read_table
 
 FIGURE_KEYS = ("name", "x", "y", "hue", "where", "logx", "logy", "fit", "title", "xlabel",
-               "ylabel", "hline")
+               "ylabel", "hline", "agg")
+AGGREGATES = ("mean", "median")
 LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -49,11 +52,19 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def filter_rows(rows: Sequence[Mapping[str, Any]], where: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
-    """Rows matching ``where``: ``{col: value}``, ``{col: [values]}``, or ``{step: last}`` for
-    each cell's last logged row."""
+    """Rows matching ``where``: ``{col: value}``, ``{col: [values]}``, ``{step: last}`` for
+    each cell's last logged row, or ``{step: final}`` for one row per cell holding each
+    column's last logged value (ordered by ``col``; e.g. validation and test metrics logged
+    at different steps)."""
     out = list(rows)
     for col, wanted in (where or {}).items():
-        if wanted == "last":
+        if wanted == "final":
+            merged: dict[Any, dict[str, Any]] = {}
+            for r in sorted((r for r in out if r.get(col) is not None), key=lambda r: r[col]):
+                into = merged.setdefault(r[ID_COLUMN], {})
+                into.update({k: v for k, v in r.items() if v is not None})
+            out = list(merged.values())
+        elif wanted == "last":
             last: dict[Any, Any] = {}
             for r in out:
                 if r.get(col) is not None:
@@ -66,6 +77,17 @@ def filter_rows(rows: Sequence[Mapping[str, Any]], where: Mapping[str, Any] | No
     return out
 
 
+def _median_iqr(values: list[float]) -> tuple[float, float, float]:
+    v = sorted(values)
+
+    def q(p: float) -> float:
+        pos = p * (len(v) - 1)
+        lo = math.floor(pos)
+        return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
+
+    return q(0.5), q(0.25), q(0.75)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     m = sum(values) / len(values)
     var = sum((v - m) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
@@ -76,8 +98,7 @@ def _key(row: Mapping[str, Any], cols: Sequence[str]) -> tuple[Any, ...]:
     return tuple(row.get(c) for c in cols)
 
 
-def aggregate(rows: Iterable[Mapping[str, Any]], group: Sequence[str], column: str) -> dict[tuple, tuple[float, float, int]]:
-    """``{group values: (mean, std, count)}`` of ``column`` over rows where it is a number."""
+def _values(rows: Iterable[Mapping[str, Any]], group: Sequence[str], column: str) -> dict[tuple, list[float]]:
     buckets: dict[tuple, list[float]] = defaultdict(list)
     for row in rows:
         v = row.get(column)
@@ -85,7 +106,12 @@ def aggregate(rows: Iterable[Mapping[str, Any]], group: Sequence[str], column: s
             buckets[_key(row, group)].append(float(v))
         elif isinstance(v, bool):
             buckets[_key(row, group)].append(float(v))
-    return {k: (*_mean_std(vs), len(vs)) for k, vs in buckets.items()}
+    return buckets
+
+
+def aggregate(rows: Iterable[Mapping[str, Any]], group: Sequence[str], column: str) -> dict[tuple, tuple[float, float, int]]:
+    """``{group values: (mean, std, count)}`` of ``column`` over rows where it is a number."""
+    return {k: (*_mean_std(vs), len(vs)) for k, vs in _values(rows, group, column).items()}
 
 
 def _sortable(v: Any) -> tuple[int, Any]:
@@ -109,6 +135,8 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
     unknown = [k for k in spec if k not in FIGURE_KEYS]
     if unknown:
         raise ConfigurationError(f"report figure has unknown key(s) {unknown}; accepted: {list(FIGURE_KEYS)}")
+    if spec.get("agg", "mean") not in AGGREGATES:
+        raise ConfigurationError(f"report figure {spec.get('name')!r}: agg must be one of {list(AGGREGATES)}, received {spec['agg']!r}")
     for key in ("name", "x", "y"):
         if key not in spec:
             raise ConfigurationError(f"report figure needs a {key!r} key, received {dict(spec)}")
@@ -131,19 +159,28 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
         sub = [r for r in data if _key(r, hue) == hv]
         label_h = ", ".join(f"{h.split('.')[-1]}={v}" for h, v in zip(hue, hv))
         for yi, y in enumerate(ys):
-            agg = aggregate(sub, [x], y)
-            pts = sorted(((k[0], *v) for k, v in agg.items() if k[0] is not None),
+            values = _values(sub, [x], y)
+            pts = sorted(((k[0], vs) for k, vs in values.items() if k[0] is not None),
                          key=lambda p: _sortable(p[0]))
             if not pts:
                 continue
-            xs, means, stds = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+            xs = [p[0] for p in pts]
+            if spec.get("agg") == "median":
+                stats = [_median_iqr(vs) for _, vs in pts]
+                means = [m for m, _, _ in stats]
+                bars = [[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]]
+            else:
+                stats2 = [_mean_std(vs) for _, vs in pts]
+                means, bars = [m for m, _ in stats2], [sd for _, sd in stats2]
+            has_bars = any(any(b) for b in bars) if spec.get("agg") == "median" else any(bars)
             label = ", ".join(s for s in (label_h, y if len(ys) > 1 else "") if s) or y
-            ax.errorbar(xs, means, yerr=stds if any(stds) else None, marker="o", ms=3,
+            ax.errorbar(xs, means, yerr=bars if has_bars else None, marker="o", ms=3,
                         linestyle=LINESTYLES[yi % len(LINESTYLES)], color=colours[hi % len(colours)],
                         label=label, capsize=2)
             if spec.get("fit") == "linear" and len(xs) >= 2 and all(isinstance(v, (int, float)) for v in xs):
                 slope, icpt = linear_slope(xs, means)
                 fits.append({"figure": spec["name"], "line": label, "y": y, "slope": slope,
+                             "agg": spec.get("agg", "mean"),
                              "intercept": icpt})
     if spec.get("hline") is not None:
         ax.axhline(float(spec["hline"]), color="grey", lw=0.8, ls=":")
@@ -228,9 +265,10 @@ def make_report(folder: str | Path) -> Path:
         parts += ["", f"## {fig_spec.get('title', fig_spec['name'])}", "",
                   f"![{fig_spec['name']}](figures/{paths[0].name})"]
     if all_fits:
-        parts += ["", "## Fitted slopes (least squares on the plotted means)", "",
-                  markdown_table(["figure", "line", "slope", "intercept"],
-                                 [[f["figure"], f["line"], f["slope"], f["intercept"]] for f in all_fits])]
+        parts += ["", "## Fitted slopes (least squares on the plotted points)", "",
+                  markdown_table(["figure", "line", "points", "slope", "intercept"],
+                                 [[f["figure"], f["line"], f["agg"], f["slope"], f["intercept"]]
+                                  for f in all_fits])]
     if report.get("summary"):
         parts += ["", "## Summary (mean ± std over seeds)", "",
                   summary_table(report["summary"], columns, rows)]

@@ -67,3 +67,27 @@ def test_bad_specs_raise_naming_the_key(over, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_grid(tmp_path / "nope.yaml")
+
+
+def test_variant_axis_sets_several_keys_and_names_the_column():
+    grid = expand({"kind": "recipe", "recipe": "r.yaml", "base": {"trainer.max_steps": 5},
+                   "axes": {"arm": [{"name": "soft", "regularizer.init_args.weight": 0.5},
+                                    {"name": "none", "regularizer": None}],
+                            "model.init_args.hidden_size": [8, 16]}})
+    assert [(c.axes["arm"], c.axes["model.init_args.hidden_size"]) for c in grid.cells] == [
+        ("soft", 8), ("soft", 16), ("none", 8), ("none", 16)]
+    assert grid.cells[0].params == {"trainer.max_steps": 5, "regularizer.init_args.weight": 0.5,
+                                    "model.init_args.hidden_size": 8}
+    assert grid.cells[2].params == {"trainer.max_steps": 5, "regularizer": None,
+                                    "model.init_args.hidden_size": 8}
+    assert grid.cells[0].id.startswith("arm_soft-hidden_size8-seed0-")
+
+
+def test_variant_params_of_a_function_are_checked():
+    with pytest.raises(ConfigurationError, match=r"no parameter\(s\) \['depth'\]"):
+        expand(spec(axes={"v": [{"name": "x", "a": 1.0, "depth": 3}]}))
+
+
+def test_variant_without_name_is_rejected():
+    with pytest.raises(ConfigurationError, match="variants must all be mappings with a string 'name'"):
+        expand(spec(axes={"v": [{"a": 1.0}, {"name": "y", "a": 2.0}]}))

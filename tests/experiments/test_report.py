@@ -35,7 +35,7 @@ def test_experiment_writes_figures_and_summary(folder):
     assert "12 finished cells, 48 rows" in text
     assert "![loss_vs_a](figures/loss_vs_a.png)" in text
     # last step is 3: loss = a*b*9, so slope vs a is 9*b (b=1 -> 9, b=3 -> 27)
-    assert "| loss_vs_a | b=1 | 9 |" in text and "| loss_vs_a | b=3 | 27 |" in text
+    assert "| loss_vs_a | b=1 | mean | 9 |" in text and "| loss_vs_a | b=3 | mean | 27 |" in text
     assert "| 4 | 3 | 108 ± 0 (n=2) |" in text
 
 
@@ -48,7 +48,7 @@ def test_report_redraws_from_the_table_alone(folder):
     shutil.rmtree(folder / "cells")  # no cell outputs, no training: only results.csv
     assert main(["report", str(folder)]) == 0
     assert (folder / "figures" / "curves.svg").is_file()
-    assert "| loss_vs_a | b=3 | 27 |" in (folder / "summary.md").read_text()
+    assert "| loss_vs_a | b=3 | mean | 27 |" in (folder / "summary.md").read_text()
 
 
 def test_report_on_a_non_experiment_folder_is_an_error(tmp_path):
@@ -67,3 +67,30 @@ def test_report_names_a_missing_column(folder):
 def test_linear_slope_matches_closed_form():
     slope, icpt = linear_slope([1, 2, 3, 4], [3, 5, 7, 9])
     assert slope == pytest.approx(2.0) and icpt == pytest.approx(1.0)
+
+
+def test_median_and_quartiles_interpolate_like_numpy():
+    from ortho_lightning.experiments.report import _median_iqr
+
+    assert _median_iqr([10.0, 1.0, 3.0, 2.0]) == pytest.approx((2.5, 1.75, 4.75))
+
+
+def test_unknown_aggregate_is_named(folder):
+    spec = yaml.safe_load((folder / "experiment.yaml").read_text())
+    spec["report"]["figures"][0]["agg"] = "mode"
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigurationError, match=r"agg must be one of \['mean', 'median'\], received 'mode'"):
+        make_report(folder)
+
+
+def test_final_filter_takes_each_columns_last_value_per_cell():
+    from ortho_lightning.experiments.report import filter_rows
+
+    rows = [{"cell_id": "a", "step": 9, "val": 0.5, "test": None},
+            {"cell_id": "a", "step": 10, "val": None, "test": 0.7},
+            {"cell_id": "a", "step": 4, "val": 0.2, "test": None},
+            {"cell_id": "b", "step": 3, "val": 0.1, "test": None}]
+    final = sorted(filter_rows(rows, {"step": "final"}), key=lambda r: r["cell_id"])
+    assert final == [{"cell_id": "a", "step": 10, "val": 0.5, "test": 0.7},
+                     {"cell_id": "b", "step": 3, "val": 0.1}]
+    assert [r["step"] for r in filter_rows(rows, {"step": "last"})] == [10, 3]
