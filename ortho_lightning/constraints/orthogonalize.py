@@ -31,7 +31,9 @@ Differences from geotorch's own ``geotorch.orthogonal``:
 
 Dynamic trivialization (Lezcano-Casado 2019), as geotorch 0.4 supports it: call
 :func:`update_base` every so many optimizer steps; it moves the manifold base point to the current
-weight and zeroes the unconstrained tensor (the optimizer keeps its state).
+weight and zeroes the unconstrained tensor (the optimizer keeps its state). geotorch's own
+``geotorch.utils.update_base`` assigns through ``setattr``, i.e. ``Tensor.set_``, which breaks
+DDP's gradient hooks; ours copies in place (:func:`assign_`).
 
 Speed: the parametrized tensor is recomputed at every access. A fused ``nn.RNN/LSTM/GRU`` reads
 each weight about twice per forward (to check whether its cached ``_flat_weights`` are stale and
@@ -66,6 +68,7 @@ __all__ = [
     "is_orthogonalized",
     "orthogonalized_tensors",
     "update_base",
+    "assign_",
     "split_state_dict",
     "matrix_tensor_names",
     "selected_tensors",
@@ -254,8 +257,7 @@ def orthogonalize(
     param.to(device=tensor.device, dtype=torch.promote_types(tensor.dtype, torch.float32))
     parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
     if init == "haar":
-        with torch.no_grad():
-            setattr(module, tensor_name, gain * param.manifold.sample().reshape(tensor.shape))
+        assign_(module, tensor_name, gain * param.manifold.sample().reshape(tensor.shape))
     param._load_hook = module.register_load_state_dict_pre_hook(_PlainWeightLoader(tensor_name))
     return module
 
@@ -276,8 +278,7 @@ class _PlainWeightLoader:
         if not is_orthogonalized(module, self.tensor_name):
             return
         value = state_dict.pop(plain)
-        with torch.no_grad():
-            setattr(module, self.tensor_name, value.to(getattr(module, self.tensor_name)))
+        assign_(module, self.tensor_name, value.to(getattr(module, self.tensor_name)))
         state_dict.update(module.parametrizations[self.tensor_name].state_dict(prefix=pre))
 
 
@@ -302,7 +303,21 @@ def update_base(module: nn.Module, tensor_name: str = "weight") -> None:
     round-off)."""
     if not is_orthogonalized(module, tensor_name):
         raise ConfigurationError(f"{_describe(module, tensor_name)} is not orthogonalized")
-    setattr(module, tensor_name, getattr(module, tensor_name).detach())
+    assign_(module, tensor_name, getattr(module, tensor_name).detach())
+
+
+@torch.no_grad()
+def assign_(module: nn.Module, tensor_name: str, value: Tensor) -> None:
+    """Set the parametrized ``module.<tensor_name>`` to (the projection of) ``value`` by running
+    the parametrizations' ``right_inverse`` and copying into the unconstrained tensor *in place*.
+
+    ``setattr(module, name, value)`` would do the same through ``Tensor.set_``, which gives the
+    parameter a new gradient accumulator and silently detaches DDP's gradient hooks from it (DDP
+    then reports the parameter as unused); ``copy_`` keeps parameter, storage and hooks."""
+    plist = module.parametrizations[tensor_name]
+    for p in reversed(plist):
+        value = p.right_inverse(value)
+    plist.original.copy_(value)
 
 
 def split_state_dict(

@@ -226,3 +226,25 @@ def test_selection_of_nothing_is_an_error(tmp_path):
 def test_misconfiguration(kwargs, match):
     with pytest.raises((ConfigurationError, SelectionError), match=match):
         OrthogonalConstraint(**kwargs)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_two_processes_identical_orthogonal_and_regularizer_equals_by_hand(tmp_path):
+    """One DDP launch for both callbacks (see tests/ddp_scripts/constraint_ddp.py)."""
+    from tests._ddp import run_ddp_script
+
+    run_ddp_script("constraint_ddp.py", str(tmp_path))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for name in r0["final"]:
+        assert torch.equal(r0["final"][name], r1["final"][name]), name  # ranks identical
+    for name in ("con.rnn.weight_hh_l0", "con.encoder.weight"):
+        assert gram_error(r0["final"][name], 1.2) < 1e-5
+    assert not torch.allclose(r0["final"]["con.head.weight"], r0["start"]["con.head.weight"])
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)  # plain weights under DDP too
+    assert torch.equal(ckpt["state_dict"]["con.rnn.weight_hh_l0"], r0["final"]["con.rnn.weight_hh_l0"])
+    # OrthogonalRegularizer under DDP + accumulation == the penalty added to the loss by hand
+    for name in [k for k in r0["final"] if k.startswith("reg.")]:
+        hand = r0["final"]["hand." + name[4:]]
+        torch.testing.assert_close(r0["final"][name], hand, rtol=1e-10, atol=1e-12, msg=name)
+    assert not torch.allclose(r0["final"]["reg.rnn.weight_hh_l0"], r0["start"]["reg.rnn.weight_hh_l0"])

@@ -147,3 +147,7 @@ def test_pickle_round_trip():
 def test_misconfiguration(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         OrthogonalRegularizer(**kwargs)
+
+
+# DDP: tests/callbacks/test_constraint.py::test_ddp_two_processes_identical_orthogonal_and_regularizer_equals_by_hand
+# runs both callbacks in one DDP launch, and checks this one against the penalty added by hand.
