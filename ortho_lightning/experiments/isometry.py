@@ -71,3 +71,34 @@ def isometry_at_init(depth: int, weights: str, width: int = 256, sigma_b: float 
         "sigma_w": cp.sigma_w,
         "q_star": cp.q_star,
     }
+
+
+def steps_to_loss(columns: list[str], rows: list[dict[str, Any]], figures_dir: Any,
+                  column: str = "train/loss_step", targets: tuple[float, ...] = (1.0, 0.5, 0.3)) -> str:
+    """Report hook for the training half of experiment 1: per cell, the first logged step at
+    which ``column`` fell to each target, then the median over seeds per (axes) group; as
+    Markdown. Cells that never reach a target within the budget show ``—``."""
+    from ortho_lightning.experiments.report import markdown_table
+    from ortho_lightning.experiments.table import ID_COLUMN, SEED_COLUMN, STEP_COLUMN
+
+    if column not in columns:
+        return f"(no column {column!r} in the table: steps to target loss not computed)"
+    axes = columns[1:columns.index(SEED_COLUMN)]
+    first: dict[str, dict[float, int | None]] = {}
+    group_of: dict[str, tuple] = {}
+    for r in sorted((r for r in rows if r.get(column) is not None), key=lambda r: r[STEP_COLUMN]):
+        hits = first.setdefault(r[ID_COLUMN], dict.fromkeys(targets))
+        group_of[r[ID_COLUMN]] = tuple(r[a] for a in axes)
+        for t in targets:
+            if hits[t] is None and r[column] <= t:
+                hits[t] = r[STEP_COLUMN]
+    body = []
+    for group in sorted(set(group_of.values()), key=str):
+        cells = [c for c, g in group_of.items() if g == group]
+        line = list(group)
+        for t in targets:
+            got = sorted(first[c][t] for c in cells if first[c][t] is not None)
+            line.append(f"{got[len(got) // 2]} ({len(got)}/{len(cells)})" if got else f"— (0/{len(cells)})")
+        body.append(line)
+    header = [*(a.split(".")[-1] for a in axes), *(f"steps to {column} <= {t} (seeds hit)" for t in targets)]
+    return "## Steps to a target training loss (median over seeds)\n\n" + markdown_table(header, body)

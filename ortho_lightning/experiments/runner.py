@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -145,7 +146,7 @@ def run_grid(grid: Grid, out_dir: str | Path, *, dry_run: bool = False, progress
             state = "done" if cell not in todo else "todo"
             line = f"  [{state}] {cell.id}"
             if cell.kind == "recipe":
-                line += "  ortho-lightning " + " ".join(recipe_argv(cell, cell_dir(out_dir, cell)))
+                line += "  ortho-lightning " + shlex.join(recipe_argv(cell, cell_dir(out_dir, cell)))
             echo(line)
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
