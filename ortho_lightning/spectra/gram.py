@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 from torch.nn.utils import parametrize
 
+from ortho_lightning.spectra import recurrent
 from ortho_lightning.spectra._common import (
     OutputFn,
     as_batch_output,
@@ -37,65 +38,67 @@ from ortho_lightning.spectra._common import (
     variables,
 )
 from ortho_lightning.spectra.likelihoods import LIKELIHOODS
+from ortho_lightning.spectra.pieces import Piece
 
 #: Default bound (in tensor elements) on the intermediate blocks of the Gram computation.
 BUDGET = 2**25
 
-STRUCTURED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+STRUCTURED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.RNN, nn.LSTM, nn.GRU)
 
 
 @dataclass
 class _Capture:
     module: nn.Module
-    names: list[str]
+    prefix: str
     calls: int = 0
-    inp: Tensor | None = None
-    out: Tensor | None = None
-    extra: dict = field(default_factory=dict)
+    failed: bool = False
+    pieces: list[Piece] = field(default_factory=list)
 
 
 def _prefixed(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _eligible(module: nn.Module) -> bool:
+    if parametrize.is_parametrized(module):
+        return False
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return (
+            module.groups == 1
+            and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)
+        )
+    return recurrent.supported(module)
+
+
 def _structured(model: nn.Module, params: dict[str, Tensor]) -> dict[str, _Capture]:
     found: dict[str, _Capture] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, STRUCTURED) or parametrize.is_parametrized(module):
+        if not isinstance(module, STRUCTURED) or not _eligible(module):
             continue
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)) and (
-            module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str)
-        ):
-            continue
-        names = [_prefixed(name, "weight")]
-        if module.bias is not None:
-            names.append(_prefixed(name, "bias"))
-        if all(n in params for n in names):
-            found[name] = _Capture(module, names)
+        own = [_prefixed(name, k) for k, _ in module.named_parameters(recurse=False)]
+        if own and all(k in params for k in own):
+            found[name] = _Capture(module, f"{name}." if name else "")
     return found
 
 
-def _positions(cap: _Capture, delta: Tensor) -> tuple[Tensor, Tensor]:
-    """Layer input as (N, L, I) and output gradients (C, N, ...) as (N, C, L, O)."""
-    m, a = cap.module, cap.inp
-    c, n = delta.shape[0], delta.shape[1]
+def _linear_or_conv_piece(cap: _Capture, a: Tensor, out: Tensor) -> Piece:
+    m = cap.module
+    names = [cap.prefix + k for k, _ in m.named_parameters(recurse=False)]
     if isinstance(m, nn.Linear):
-        return a.reshape(n, -1, a.shape[-1]), delta.reshape(c, n, -1, delta.shape[-1]).transpose(
-            0, 1
+        return Piece(
+            a.reshape(a.shape[0], -1, a.shape[-1]), [out], "blo", m.bias is not None, names
         )
     if isinstance(m, nn.Conv1d):
         a = a.unsqueeze(2)
-        kernel, dil, pad, stride = (
-            (1, *m.kernel_size),
-            (1, *m.dilation),
-            (0, *m.padding),
-            (1, *m.stride),
-        )
+        kernel, dil = (1, *m.kernel_size), (1, *m.dilation)
+        pad, stride = (0, *m.padding), (1, *m.stride)
     else:
         kernel, dil, pad, stride = m.kernel_size, m.dilation, m.padding, m.stride
     unf = F.unfold(a, kernel, dilation=dil, padding=pad, stride=stride)  # (N, I, L)
-    d = delta.reshape(c, n, delta.shape[2], -1)  # (C, N, O, L)
-    return unf.transpose(1, 2), d.permute(1, 0, 3, 2)
+    return Piece(unf.transpose(1, 2), [out], "conv", m.bias is not None, names)
 
 
 def _outer_gram(a: Tensor, d: Tensor, bias: bool, diagonal: bool, budget: int) -> Tensor:
@@ -226,10 +229,20 @@ def structured_factors(
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
 
     def hook(cap: _Capture):
-        def fn(module: nn.Module, args: tuple, out: Tensor) -> None:
+        def fn(module: nn.Module, args: tuple, out: object) -> object:
             cap.calls += 1
-            cap.inp = args[0].detach()
-            cap.out = out
+            if cap.calls > 1 or cap.failed:
+                cap.failed = True
+                return None
+            if isinstance(module, nn.RNNBase):
+                result = recurrent.unrolled(module, args, cap.prefix)
+                if result is None:
+                    cap.failed = True
+                    return None
+                new_out, cap.pieces = result
+                return new_out
+            cap.pieces = [_linear_or_conv_piece(cap, args[0].detach(), out)]
+            return None
 
         return fn
 
@@ -242,22 +255,24 @@ def structured_factors(
             h.remove()
     f = as_batch_output(out, n, output_fn, "model", lik.matrix_output)
     sqrt_h = lik.sqrt(f.detach())
-    used = [
-        cap
+    pieces = [
+        piece
         for cap in caps.values()
-        if cap.calls == 1 and isinstance(cap.out, Tensor) and cap.out.requires_grad
+        if cap.calls == 1 and not cap.failed
+        for piece in cap.pieces
+        if all(node.requires_grad for node in piece.nodes)
     ]
     layers = []
-    if used:
+    if pieces:
+        nodes = [node for piece in pieces for node in piece.nodes]
         cot = sqrt_h.permute(2, 0, 1)  # cot[c, i, :] = S_i[:, c]
-        deltas = torch.autograd.grad(
-            f, [cap.out for cap in used], cot, is_grads_batched=True, allow_unused=True
-        )
-        for cap, delta in zip(used, deltas):
-            if delta is not None:
-                a, d = _positions(cap, delta)
-                layers.append((a, d, cap.module.bias is not None))
-    covered = {name for cap in used for name in cap.names}
+        grads = list(torch.autograd.grad(f, nodes, cot, is_grads_batched=True, allow_unused=True))
+        for piece in pieces:
+            d = piece.output_grads(grads[: len(piece.nodes)])
+            grads = grads[len(piece.nodes) :]
+            if d is not None:
+                layers.append((piece.a, d, piece.bias))
+    covered = {name for piece in pieces for name in piece.names}
     rest = [k for k in params if k not in covered]
     return Factors(layers, rest, params, f.detach(), sqrt_h)
 

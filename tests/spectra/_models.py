@@ -51,6 +51,20 @@ class RNNClassifier(nn.Module):
         return self.fc(self.rnn(x)[0][:, -1])
 
 
+class DeepRecurrent(nn.Module):
+    """A 2-layer time-major recurrent net read out from the last layer's final state."""
+
+    def __init__(self, cell: str = "LSTM", bidirectional: bool = False) -> None:
+        super().__init__()
+        self.rnn = getattr(nn, cell)(3, 4, num_layers=2, bidirectional=bidirectional)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        _, state = self.rnn(x.transpose(0, 1))
+        h = state[0] if isinstance(state, tuple) else state
+        return self.fc(h[-1])
+
+
 class SeqLinear(nn.Module):
     """A Linear applied at every position of a sequence (positions in the structured route)."""
 
@@ -99,6 +113,10 @@ def build(kind: str, act: str = "tanh") -> tuple[nn.Module, torch.Tensor]:
         return cnn1d(act), torch.randn(3, 2, 7)
     if kind in ("RNN", "LSTM", "GRU"):
         return RNNClassifier(kind, act if act in ("tanh", "relu") else "tanh"), torch.randn(3, 5, 3)
+    if kind in ("LSTM2", "GRU2", "RNN2"):
+        return DeepRecurrent(kind[:-1]), torch.randn(3, 4, 3)
+    if kind == "GRU-bidirectional":
+        return DeepRecurrent("GRU", bidirectional=True), torch.randn(3, 4, 3)
     if kind == "seqlinear":
         return SeqLinear(), torch.randn(3, 5, 3)
     if kind == "shared":

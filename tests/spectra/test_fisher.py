@@ -18,15 +18,16 @@ KINDS = [
     "norm_dropout",
     "parametrized",
 ]
-CASES = [(k, lik) for k in KINDS for lik in ("categorical", "gaussian")]
+CASES = [(k, lik, "tanh") for k in KINDS for lik in ("categorical", "gaussian")] + [
+    (k, lik, "relu") for k in ("mlp", "cnn", "RNN") for lik in ("categorical", "gaussian")
+]
 
 
 def _dense_eigs(model, x, likelihood):
     return torch.linalg.eigvalsh(dense_fisher(model, x, likelihood)).flip(0)
 
 
-@pytest.mark.parametrize("kind,likelihood", CASES, ids=[f"{k}-{lik}" for k, lik in CASES])
-@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("kind,likelihood,act", CASES, ids=["-".join(c) for c in CASES])
 def test_exact_matches_dense_fisher(kind, likelihood, act):
     torch.manual_seed(hash((kind, act)) % 1000)
     model, x = build(kind, act)

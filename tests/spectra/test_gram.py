@@ -80,7 +80,13 @@ def test_diagonal_sums_to_the_trace():
         ("mlp", 3, []),
         ("shared", 2, ["mid.weight", "mid.bias"]),
         ("parametrized", 2, ["2.bias", "2.parametrizations.weight.original"]),
-        ("RNN", 1, ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"]),
+        ("LSTM", 3, []),  # unrolled: W_ih and W_hh as Linear maps over time steps, plus fc
+        ("GRU2", 5, []),
+        (
+            "GRU-bidirectional",
+            1,
+            [n for n, _ in build("GRU-bidirectional")[0].rnn.named_parameters(prefix="rnn")],
+        ),
     ],
 )
 def test_which_parameters_take_the_structured_route(kind, structured_layers, rest):

@@ -12,6 +12,7 @@ from tests.spectra._models import build, dense_jacobian_sv
 
 CASES = [
     ("mlp", "tanh", "auto"),
+    ("mlp", "tanh", "forward"),
     ("mlp", "relu", "forward"),
     ("mlp", "linear", "reverse"),
     ("cnn", "tanh", "auto"),
@@ -25,7 +26,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("kind,act,mode", CASES, ids=["-".join(c) for c in CASES])
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_matches_dense_jacobian(kind, act, mode, seed):
     torch.manual_seed(seed)
     model, x = build(kind, act)
