@@ -44,6 +44,26 @@ def mlp(width: int = 256, depth: int = 8, classes: int = 10) -> nn.Module:
     return model
 
 
+def cnn(channels: int = 32, depth: int = 6) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.Tanh()]
+    for _ in range(depth - 1):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.Tanh()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10)]
+    return nn.Sequential(*layers)
+
+
+class RowRNN(nn.Module):
+    """128-unit tanh RNN over the 28 rows of an image, read out from the last step."""
+
+    def __init__(self, hidden: int = 128) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(28, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
 def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     out = fn()  # warm-up
     times = []
@@ -145,32 +165,61 @@ def main() -> None:
     rows.append(("exact spectrum", "ortho_lightning (structured dual Gram)", t_ours, None, ""))
     if not args.skip_slow:
         t, ref = best_of(lambda: per_sample_jacobian_route(model, x), 1)
-        rows.append(("exact spectrum", "per-sample Jacobian Gram route", t, t / t_ours,
-                     f"max rel err top-50 {rel(ours[:50], ref[:50]):.1e}"))
+        rows.append(
+            (
+                "exact spectrum",
+                "per-sample Jacobian Gram route",
+                t,
+                t / t_ours,
+                f"max rel err top-50 {rel(ours[:50], ref[:50]):.1e}",
+            )
+        )
         t, gen = best_of(
             lambda: torch.linalg.eigvalsh(fisher_gram(model, x, structured=False)).flip(0), 1
         )
-        rows.append(("exact spectrum", "ortho_lightning generic torch.func route", t, t / t_ours,
-                     f"max rel err top-50 {rel(gen[:50], ours[:50]):.1e}"))
+        rows.append(
+            (
+                "exact spectrum",
+                "ortho_lightning generic torch.func route",
+                t,
+                t / t_ours,
+                f"max rel err top-50 {rel(gen[:50], ours[:50]):.1e}",
+            )
+        )
     if have("nngeometry"):
         t, ng = best_of(lambda: nngeometry_route(model, x, y), args.repeats)
         ratio = float(ng[0] / ours[0])
-        rows.append(("exact spectrum", "nngeometry FIM FMatDense", t, t / t_ours,
-                     f"top eig ratio ng/ours {ratio:.4f}; top-50 rel err after scaling "
-                     f"{rel(ng[:50] / ratio, ours[:50]):.1e}"))
+        rows.append(
+            (
+                "exact spectrum",
+                "nngeometry FIM FMatDense",
+                t,
+                t / t_ours,
+                f"top eig ratio ng/ours {ratio:.4f}; top-50 rel err after scaling "
+                f"{rel(ng[:50] / ratio, ours[:50]):.1e}",
+            )
+        )
     else:
         print("note: nngeometry not installed; skipped (pip install nngeometry==0.4)")
 
     # --- trace
     t_tr, tr = best_of(lambda: fisher_trace(model, x), args.repeats)
-    rows.append(("trace", "ortho_lightning exact (structured diagonal)", t_tr, None,
-                 f"{float(tr):.6g}"))
+    rows.append(
+        ("trace", "ortho_lightning exact (structured diagonal)", t_tr, None, f"{float(tr):.6g}")
+    )
     if have("backpack"):
         bp_model = mlp()
         bp_model.load_state_dict(model.state_dict())
         t, bp = best_of(lambda: backpack_trace(bp_model, x, y), args.repeats)
-        rows.append(("trace", "BackPACK DiagGGNExact", t, t / t_tr,
-                     f"rel err {rel(tr.reshape(1), bp.reshape(1)):.1e}"))
+        rows.append(
+            (
+                "trace",
+                "BackPACK DiagGGNExact",
+                t,
+                t / t_tr,
+                f"rel err {rel(tr.reshape(1), bp.reshape(1)):.1e}",
+            )
+        )
     else:
         print("note: backpack-for-pytorch not installed; skipped")
 
@@ -182,15 +231,23 @@ def main() -> None:
             lambda xb=xb: fisher_eigenvalues(model, xb, method="lanczos", k=10, tol=args.tol),
             args.repeats if n == 64 else 1,
         )
-        rows.append((f"top-10 N={n}", f"ortho_lightning Lanczos (dual, tol {args.tol:g})", t_l,
-                     None, ""))
+        rows.append(
+            (f"top-10 N={n}", f"ortho_lightning Lanczos (dual, tol {args.tol:g})", t_l, None, "")
+        )
         if have("curvlinops"):
             t, cl = best_of(
                 lambda xb=xb, yb=yb: curvlinops_topk(model, xb, yb, 10, args.tol),
                 args.repeats if n == 64 else 1,
             )
-            rows.append((f"top-10 N={n}", "curvlinops GGN + scipy eigsh", t, t / t_l,
-                         f"max rel diff {rel(top, cl):.1e}"))
+            rows.append(
+                (
+                    f"top-10 N={n}",
+                    "curvlinops GGN + scipy eigsh",
+                    t,
+                    t / t_l,
+                    f"max rel diff {rel(top, cl):.1e}",
+                )
+            )
         else:
             print("note: curvlinops-for-pytorch not installed; skipped")
 

@@ -26,10 +26,22 @@ OutputFn = Callable[[object], Tensor]
 @contextlib.contextmanager
 def measuring(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
     """Put ``model`` in eval mode (if asked) for the block, and restore every submodule's own
-    ``training`` flag afterwards, even on error."""
+    ``training`` flag afterwards, even on error. Batch norm left in training mode (with
+    ``eval_mode=False``) is refused: it couples samples and mutates running statistics."""
     modes = [(m, m.training) for m in model.modules()]
     if eval_mode:
         model.eval()
+    coupled = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    ]
+    if coupled:
+        raise ConfigurationError(
+            f"batch-norm modules {coupled} are in training mode: they couple the samples of a "
+            "batch and update running statistics, so per-sample spectra are undefined; "
+            "measure with eval_mode=True"
+        )
     try:
         yield
     finally:

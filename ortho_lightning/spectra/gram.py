@@ -4,7 +4,9 @@ and M share their non-zero eigenvalues. Never forms anything P long per row wher
 it.
 
 Structured route (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` with plain, trainable, unshared
-weights; ``groups=1``, zero padding): the row of G for one such layer is the outer product
+weights, ``groups=1``, zero padding; unidirectional ``nn.RNN``/``LSTM``/``GRU`` without
+projection, re-run unrolled so each recurrent matrix is a Linear map over the time steps, see
+:mod:`ortho_lightning.spectra.recurrent`): the row of G for one such layer is the outer product
 (summed over positions l) of the back-propagated output gradient delta_{i,c,l} and the layer
 input a_{i,l} (unfolded patches for convolutions), so the layer's share of G G^T is
 sum_{l,m} (delta_{icl} . delta_{jdm}) (a_{il} . a_{jm}) (+ the bias term without the a factor):
@@ -13,8 +15,8 @@ products of small Gram matrices. All N*C deltas come from one batched backward p
 forward hooks. With positions (convolutions, Linear on sequences) the cheaper of the pairwise
 form and the per-row weight-gradient form is used, under a memory budget.
 
-Generic route (every other trainable parameter: parametrized weights, recurrent modules,
-norms, embeddings...): rows of G restricted to groups of parameters, by ``torch.func``
+Generic route (every other trainable parameter: parametrized (geotorch) weights, shared
+modules, bidirectional recurrent modules, norms, embeddings...): rows of G restricted to groups of parameters, by ``torch.func``
 (per-sample ``vmap`` of ``vjp``; for models with fused ``nn.RNN``/``LSTM``/``GRU``, whose
 kernels cannot be vmapped over samples, ``vmap`` over per-sample cotangents of the batch map),
 and the Gram accumulated group by group so memory stays bounded by ``budget`` elements.

@@ -229,7 +229,7 @@ def layer_jacobian_singular_values(
     return _svdvals(jac)
 
 
-def _state_layout(rnn: nn.RNNBase, n: int, like: Tensor) -> list[tuple[int, ...]]:
+def _state_layout(rnn: nn.RNNBase, n: int) -> list[tuple[int, ...]]:
     layers = rnn.num_layers * (2 if rnn.bidirectional else 1)
     h_size = rnn.proj_size if getattr(rnn, "proj_size", 0) else rnn.hidden_size
     shapes = [(layers, n, h_size)]
@@ -271,7 +271,7 @@ def recurrent_state_jacobian_singular_values(
             f" got shape {tuple(x.shape)}"
         )
     n = x.shape[0] if rnn.batch_first else x.shape[1]
-    shapes = _state_layout(rnn, n, x)
+    shapes = _state_layout(rnn, n)
     if h0 is None:
         parts = [torch.zeros(s, dtype=x.dtype, device=x.device) for s in shapes]
     else:

@@ -4,6 +4,7 @@ from torch import nn
 
 from ortho_lightning.exceptions import ConfigurationError, SelectionError, ShapeError
 from ortho_lightning.spectra import (
+    fisher_eigenvalues,
     jacobian_singular_values,
     layer_jacobian_singular_values,
     recurrent_state_jacobian_singular_values,
@@ -194,3 +195,20 @@ def test_recurrent_state_bad_shapes():
         recurrent_state_jacobian_singular_values(rnn, torch.randn(5, 3))
     with pytest.raises(ShapeError, match="h0 must have shapes"):
         recurrent_state_jacobian_singular_values(rnn, torch.randn(2, 5, 3), torch.zeros(1, 2, 4))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, x: jacobian_singular_values(m, x, eval_mode=False),
+        lambda m, x: fisher_eigenvalues(m, x, eval_mode=False),
+    ],
+    ids=["jacobian", "fisher"],
+)
+def test_train_mode_batch_norm_is_refused(call):
+    model, x = build("norm_dropout")
+    with pytest.raises(
+        ConfigurationError, match=r"batch-norm modules \['1'\] are in training mode"
+    ):
+        call(model.train(), x)
+    assert model.training
