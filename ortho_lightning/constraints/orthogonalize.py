@@ -21,8 +21,9 @@ Which matrix is made orthogonal (the view of :mod:`ortho_lightning.matrices`):
 Differences from geotorch's own ``geotorch.orthogonal``:
 
 - the constrained point starts at the projection of the current weight (its orthogonal polar
-  factor, or its singular values clipped into the band) instead of a fresh Haar sample, so an
-  orthogonal init survives; ``init="haar"`` asks for geotorch's sample instead;
+  factor, or, with ``relax``, its singular values clipped into the inner 90% of the band, where
+  geotorch's ``sin`` map still has a gradient) instead of a fresh Haar sample, so an orthogonal
+  init survives; ``init="haar"`` asks for geotorch's sample instead;
 - the gain is kept (geotorch and torch return unit-scale matrices);
 - the parametrization is computed in float32 or wider with autocast off (under bf16/16-mixed the
   module then casts ``g * Q`` like any other weight);
@@ -78,8 +79,10 @@ __all__ = [
 TRIVIALIZATIONS = ("expm", "cayley")
 INITS = ("current", "haar")
 RECURRENT = ("hh", "all")
-#: relative margin that keeps projected singular values strictly inside the relax band
-_BAND_MARGIN = 1e-6
+#: projected singular values are clipped into ``1 +- (1 - _BAND_MARGIN) * relax``: geotorch maps
+#: them through ``1 + relax * sin(s)``, whose derivative vanishes on the band's edges, so a start
+#: exactly on an edge could never move off it
+_BAND_MARGIN = 0.1
 
 
 class OrthogonalMatrix(nn.Module):
@@ -127,23 +130,24 @@ class OrthogonalMatrix(nn.Module):
             return (self.gain * Q).reshape(self.shape)
 
     @torch.no_grad()
-    def project(self, W: Tensor) -> Tensor:
-        """The nearest point of the manifold to ``W / gain``, as ``(n_blocks, r, c)`` blocks."""
+    def project(self, W: Tensor, band_margin: float = _BAND_MARGIN) -> Tensor:
+        """The nearest point of the manifold to ``W / gain``, as ``(n_blocks, r, c)`` blocks
+        (relaxed: singular values clipped into ``1 +- (1 - band_margin) * relax``)."""
         M = self._blocks(W) / self.gain
         if self.relax is None:
             return polar_factor(M)
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
-        band = self.relax * (1 - _BAND_MARGIN)
+        band = self.relax * (1 - band_margin)
         return (U * S.clamp(1 - band, 1 + band).unsqueeze(-2)) @ Vh
 
     @torch.no_grad()
-    def right_inverse(self, W: Tensor) -> Tensor:
+    def right_inverse(self, W: Tensor, band_margin: float = _BAND_MARGIN) -> Tensor:
         """Unconstrained tensor whose image is the projection of ``W``: sets the manifold's base
         point there and returns zeros (orthogonal case) or the SVD coordinates (relaxed case).
 
         Random completions geotorch needs for rectangular matrices come from a fixed seed, so the
         global RNG is untouched and every process gets the same base point."""
-        P = self.project(W)
+        P = self.project(W, band_margin)
         with _private_rng(W.device):
             X = self.manifold.right_inverse(P, check_in_manifold=False)
         return X.reshape(self.shape).to(W.dtype)
@@ -307,11 +311,15 @@ def update_base(module: nn.Module, tensor_name: str = "weight") -> None:
     round-off)."""
     if not is_orthogonalized(module, tensor_name):
         raise ConfigurationError(f"{_describe(module, tensor_name)} is not orthogonalized")
-    assign_(module, tensor_name, getattr(module, tensor_name).detach())
+    # a tiny band margin: the relaxed weight stays where it is (a point on the band's edge stays
+    # there, as it would under geotorch's sin map)
+    assign_(module, tensor_name, getattr(module, tensor_name).detach(), band_margin=1e-6)
 
 
 @torch.no_grad()
-def assign_(module: nn.Module, tensor_name: str, value: Tensor) -> None:
+def assign_(
+    module: nn.Module, tensor_name: str, value: Tensor, band_margin: float = _BAND_MARGIN
+) -> None:
     """Set the parametrized ``module.<tensor_name>`` to (the projection of) ``value`` by running
     the parametrizations' ``right_inverse`` and copying into the unconstrained tensor *in place*.
 
@@ -320,7 +328,10 @@ def assign_(module: nn.Module, tensor_name: str, value: Tensor) -> None:
     then reports the parameter as unused); ``copy_`` keeps parameter, storage and hooks."""
     plist = module.parametrizations[tensor_name]
     for p in reversed(plist):
-        value = p.right_inverse(value)
+        if isinstance(p, OrthogonalMatrix):
+            value = p.right_inverse(value, band_margin)
+        else:
+            value = p.right_inverse(value)
     plist.original.copy_(value)
 
 

@@ -248,3 +248,12 @@ def test_ddp_two_processes_identical_orthogonal_and_regularizer_equals_by_hand(t
         hand = r0["final"]["hand." + name[4:]]
         torch.testing.assert_close(r0["final"][name], hand, rtol=1e-10, atol=1e-12, msg=name)
     assert not torch.allclose(r0["final"]["reg.rnn.weight_hh_l0"], r0["start"]["reg.rnn.weight_hh_l0"])
+
+
+def test_resume_with_a_different_selection_is_an_error(tmp_path):
+    t1 = make_trainer(tmp_path, [OrthogonalConstraint(types=[nn.RNN])], max_steps=2)
+    t1.fit(TinyRNN(), loader())
+    t1.save_checkpoint(tmp_path / "k.ckpt")
+    t2 = make_trainer(tmp_path, [OrthogonalConstraint()], max_steps=3)  # same state key, more layers
+    with pytest.raises(ConfigurationError, match=r"the checkpoint constrained \['rnn.weight_hh_l0'\]"):
+        t2.fit(TinyRNN(), loader(), ckpt_path=tmp_path / "k.ckpt")

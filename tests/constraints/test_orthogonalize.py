@@ -273,3 +273,22 @@ def test_already_parametrized_is_an_error_naming_the_tensor():
     with pytest.raises(ConfigurationError, match="Linear.bias is not orthogonalized"):
         remove_orthogonalization(lin, "bias")
     assert is_orthogonalized(lin) and not is_orthogonalized(lin, "bias")
+
+
+def test_relaxed_start_is_clipped_into_the_inner_band_and_update_base_keeps_it():
+    lin = nn.Linear(6, 4)
+    with torch.no_grad():
+        lin.weight.copy_(torch.diag(torch.tensor([0.1, 1.0, 1.05, 3.0]))[:, :4].repeat(1, 2)[:, :6] / 2**0.5)
+    s0 = torch.linalg.svdvals(lin.weight.detach())
+    lam, gain = 0.2, 1.5
+    orthogonalize(lin, gain=gain, relax=lam)
+    s = torch.linalg.svdvals(lin.weight.detach())
+    # clipped to 1 +- 0.9 * lam (where geotorch's sin map still has a gradient), else unchanged
+    expected = torch.clamp(s0 / gain, 1 - 0.9 * lam, 1 + 0.9 * lam) * gain
+    torch.testing.assert_close(s, expected, rtol=0, atol=1e-5)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.3)
+    lin(torch.randn(8, 6)).square().mean().backward()
+    opt.step()
+    before = lin.weight.detach().clone()
+    update_base(lin)
+    torch.testing.assert_close(lin.weight.detach(), before, rtol=0, atol=1e-5)
