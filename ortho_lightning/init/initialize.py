@@ -9,9 +9,10 @@ Biases get N(0, sigma_b^2) (zeros when sigma_b = 0). Modules are chosen by the o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +64,7 @@ class InitReport:
     records: tuple[InitRecord, ...]
     critical: CriticalPoint | None = None
 
-    columns: tuple[str, ...] = ("name", "shape", "scheme", "gain")
+    columns: ClassVar[tuple[str, ...]] = ("name", "shape", "scheme", "gain")
 
     def rows(self) -> list[list[Any]]:
         """The records as rows under :attr:`columns` (shape as ``"64x32"``, gain rounded)."""
@@ -128,14 +129,18 @@ class InitConfig:
         fallback: str | SchemeFn | None = None,
     ) -> InitConfig:
         get_activation(activation)
-        if isinstance(sigma_b, bool) or not isinstance(sigma_b, int | float) or not sigma_b >= 0:
-            raise ConfigurationError(f"sigma_b: expected a number >= 0, got {sigma_b!r}")
+        if (
+            isinstance(sigma_b, bool)
+            or not isinstance(sigma_b, int | float)
+            or not 0 <= sigma_b < math.inf
+        ):
+            raise ConfigurationError(f"sigma_b: expected a finite number >= 0, got {sigma_b!r}")
         critical = None
         if isinstance(gain, str) and gain.lower() == "critical":
             critical = critical_point(activation, float(sigma_b))
         return cls(
             scheme=resolve_scheme(scheme),
-            gain=resolve_gain(gain, activation, float(sigma_b)),
+            gain=critical.sigma_w if critical else resolve_gain(gain, activation, float(sigma_b)),
             activation=activation,
             sigma_b=float(sigma_b),
             selector=ModuleSelector.build(include, exclude),

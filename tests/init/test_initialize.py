@@ -157,11 +157,12 @@ class _Scale(nn.Module):
     [
         ({"scheme": "kaiming"}, ConfigurationError, r"scheme: expected one of \['delta_orthogonal', 'gaussian', 'identity', 'orthogonal'\] .* got 'kaiming'"),
         ({"fallback": "zeros"}, ConfigurationError, "fallback: expected one of .* got 'zeros'"),
-        ({"sigma_b": -1.0}, ConfigurationError, "sigma_b: expected a number >= 0, got -1.0"),
+        ({"sigma_b": -1.0}, ConfigurationError, "sigma_b: expected a finite number >= 0, got -1.0"),
+        ({"sigma_b": math.inf}, ConfigurationError, "sigma_b: expected a finite number >= 0, got inf"),
         ({"activation": "swish", "gain": "critical"}, ConfigurationError, "unknown activation 'swish'"),
         ({"include": "encoder.*"}, SelectionError, r"include pattern\(s\) \['encoder.\*'\] match no module"),
     ],
-    ids=["scheme", "fallback", "sigma_b", "activation", "include"],
+    ids=["scheme", "fallback", "sigma_b", "sigma_b-inf", "activation", "include"],
 )
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
