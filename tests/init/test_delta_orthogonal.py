@@ -87,3 +87,19 @@ def test_fallback_initialises_what_delta_orthogonal_cannot():
     }
     w = model[2].weight.double()
     torch.testing.assert_close(w.T @ w, torch.eye(8, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scheme", ["delta_orthogonal", "orthogonal"])
+def test_grouped_conv_is_initialised_group_by_group(scheme):
+    conv = nn.Conv2d(8, 12, 3, groups=4, padding=1, padding_mode="circular", bias=False).double()
+    report = initialize(conv, scheme, gain=1.5)
+    assert [r.name for r in report] == [f"weight[group {g}]" for g in range(4)]
+    for g in range(4):  # per group: the (3, 2*9) block has orthonormal rows, or the (3, 2)
+        # centre tap orthonormal columns
+        w = conv.weight[3 * g : 3 * (g + 1)]
+        block = w.flatten(1) if scheme == "orthogonal" else w[:, :, 1, 1].T
+        gram = block @ block.T
+        torch.testing.assert_close(gram, 2.25 * torch.eye(gram.shape[0], dtype=torch.float64))
+    if scheme == "delta_orthogonal":  # the whole grouped conv is then an isometry
+        x = torch.randn(3, 8, 5, 5, dtype=torch.float64)
+        torch.testing.assert_close(conv(x).flatten(1).norm(dim=1), 1.5 * x.flatten(1).norm(dim=1))
