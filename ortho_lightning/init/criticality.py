@@ -60,7 +60,10 @@ class CriticalPoint(NamedTuple):
     depth_scale: float
 
 
-def _moments(phi: Activation, dphi, q: np.ndarray | float, kinks) -> tuple[torch.Tensor, torch.Tensor]:
+def _moments(
+    phi: Activation, dphi: Activation, q: np.ndarray | float, kinks: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E[phi(sqrt(q) z)^2], E[phi'(sqrt(q) z)^2]), float64 tensors of ``q``'s shape."""
     q_t = torch.as_tensor(q, dtype=torch.float64)
     e_phi2 = gaussian_expectation(lambda h: phi(h) ** 2, q_t, kinks=kinks)
     e_dphi2 = gaussian_expectation(lambda h: dphi(h) ** 2, q_t, kinks=kinks)
