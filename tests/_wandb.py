@@ -90,18 +90,28 @@ def records(run_dir: str | Path, timeout: float = 30.0) -> list[pb.Record]:
         time.sleep(0.1)
 
 
-def _key(item: Any) -> str:
-    return item.key or "/".join(item.nested_key)
+def _items_to_dict(items: Any) -> dict[str, Any]:
+    """History / config items -> a dict. Media (histograms, tables) arrive as one item per
+    field with a ``nested_key`` path (``["spectra/x/singular_values", "_type"]``); they are
+    gathered back into one nested dict under their first key."""
+    result: dict[str, Any] = {}
+    for item in items:
+        path = [item.key] if item.key else list(item.nested_key)
+        node = result
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = json.loads(item.value_json)
+    return result
 
 
 def history(run_dir: str | Path) -> list[dict[str, Any]]:
     """The logged history rows, each a dict from key to its JSON-decoded value (a histogram is
-    a dict with ``"_type": "histogram"``)."""
-    rows = []
-    for record in records(run_dir):
-        if record.WhichOneof("record_type") == "history":
-            rows.append({_key(i): json.loads(i.value_json) for i in record.history.item})
-    return rows
+    a dict with ``"_type": "histogram"``, a table one with ``"_type": "table-file"``)."""
+    return [
+        _items_to_dict(r.history.item)
+        for r in records(run_dir)
+        if r.WhichOneof("record_type") == "history"
+    ]
 
 
 def history_keys(run_dir: str | Path) -> set[str]:
@@ -114,6 +124,5 @@ def config(run_dir: str | Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for record in records(run_dir):
         if record.WhichOneof("record_type") == "config":
-            for item in record.config.update:
-                result[_key(item)] = json.loads(item.value_json)
+            result.update(_items_to_dict(record.config.update))
     return result

@@ -39,9 +39,25 @@ def log_histogram(trainer: Trainer, key: str, values: torch.Tensor, step: int) -
         if isinstance(logger, WandbLogger):
             import wandb
 
-            logger.experiment.log({key: wandb.Histogram(flat.numpy()), "trainer/global_step": step})
+            histogram = wandb.Histogram(np_histogram=_np_histogram(flat))
+            logger.experiment.log({key: histogram, "trainer/global_step": step})
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_histogram(key, flat, global_step=step)
+
+
+def _np_histogram(flat: torch.Tensor, bins: int = 64) -> tuple:
+    """``numpy.histogram`` of the finite values, with the range widened when they are (nearly)
+    all equal, as an orthogonal matrix's singular values are (numpy cannot make 64 bins there)."""
+    import numpy as np
+
+    values = flat[torch.isfinite(flat)].double().numpy()
+    if values.size == 0:
+        values = np.zeros(1)
+    lo, hi = float(values.min()), float(values.max())
+    pad = 1e-3 * max(1.0, abs(lo), abs(hi))
+    if hi - lo < pad:
+        lo, hi = lo - pad, hi + pad
+    return np.histogram(values, bins=bins, range=(lo, hi))
 
 
 def log_figure(trainer: Trainer, key: str, figure: Any, step: int, close: bool = True) -> str | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
@@ -23,18 +22,6 @@ KINDS = ("2d", "1d")
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 
 
-class CausalConv1d(nn.Conv1d):
-    """``nn.Conv1d`` padded on the left only, so output step t sees inputs up to t."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
-                 bias: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation, bias=bias)
-        self.causal_pad = (kernel_size - 1) * dilation
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(F.pad(x, (self.causal_pad, 0)))
-
-
 class CNNClassifier(ClassificationModule):
     """A deep convolutional classifier without batch norm or skips.
 
@@ -44,8 +31,9 @@ class CNNClassifier(ClassificationModule):
     a linear ``head``; Xiao et al. (2018) trained such nets thousands of layers deep from a
     delta-orthogonal init.
 
-    ``kind="1d"`` (sequences, ``input_shape`` (T, F)): ``depth`` causal convs (``body.0``,
-    ``body.2``, ...) with dilation ``2**i``, so the receptive field is
+    ``kind="1d"`` (sequences, ``input_shape`` (T, F)): ``depth`` causal convs (``body.1``,
+    ``body.4``, ..., each a plain ``nn.Conv1d`` after a left-only ``nn.ConstantPad1d``, so
+    output step t sees inputs up to t) with dilation ``2**i``, so the receptive field is
     ``1 + (kernel_size - 1) * (2**depth - 1)`` steps (>= 784 for depth 9 and kernel 3); the
     ``head`` reads the last step, which has seen the whole sequence.
 
@@ -112,7 +100,8 @@ class CNNClassifier(ClassificationModule):
             self.stem = nn.Sequential()
             in_ch = self.input_shape[1]
             for i in range(depth):
-                body += [CausalConv1d(in_ch, channels, kernel_size, dilation=2**i, bias=bias),
+                pad = nn.ConstantPad1d(((kernel_size - 1) * 2**i, 0), 0.0)  # causal: left only
+                body += [pad, nn.Conv1d(in_ch, channels, kernel_size, dilation=2**i, bias=bias),
                          act()]
                 in_ch = channels
         self.body = nn.Sequential(*body)
