@@ -274,6 +274,7 @@ class SpectrumMonitor(Callback):
                         f"non-finite values in the {s.prefix} spectrum (NaN or inf in the "
                         "weights or activations?)"
                     )
+            self._publish(trainer, spectra, step)
         except Exception as err:  # a monitor never stops training
             self.failures += 1
             if isinstance(err, torch.cuda.OutOfMemoryError):
@@ -285,7 +286,6 @@ class SpectrumMonitor(Callback):
                 stacklevel=2,
             )
             return
-        self._publish(trainer, spectra, step)
 
     def _publish(self, trainer: Trainer, spectra: list[Spectrum], step: int) -> None:
         scalars: dict[str, float] = {}
@@ -336,12 +336,18 @@ def spectrum_figure(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    lo = min(float(v.min()) for _, v in history)
+    hi = max(float(v.max()) for _, v in history)
+    if hi - lo <= 1e-6 * max(1.0, abs(hi)):  # a point mass (e.g. an orthogonal linear net)
+        pad = 0.05 * max(1.0, abs(hi))
+        lo, hi = lo - pad, hi + pad
     n = len(history)
     for i, (step, values) in enumerate(history):
         current = i == n - 1
         ax.hist(
             values.numpy(),
             bins=40,
+            range=(lo, hi),
             density=True,
             histtype="stepfilled" if current else "step",
             alpha=0.45 if current else 0.25 + 0.5 * i / max(n, 1),

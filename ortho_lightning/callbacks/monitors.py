@@ -13,14 +13,17 @@ say what to measure. Keys (each a :func:`~ortho_lightning.spectra.summarize` key
   (``<matrix>`` from :func:`ortho_lightning.matrices.matrix_blocks`: ``weight``,
   ``weight_hh_l0`` or, per gate, ``weight_hh_l0.f``).
 
-Default cadences keep the overhead under 5% of the training time of the MLP recipe (measured by
-``benchmarks/bench_monitors.py``): Jacobian and weights every 200 optimizer steps, the Fisher
-(the costly one) once per epoch; all three also at fit start.
+Default cadences keep the three monitors together under 5% of the training time of the MLP
+recipe (784-256x8-10 tanh, batch 128; ``benchmarks/bench_monitors.py``): Jacobian (8 probe
+samples) and weights every 500 optimizer steps, the Fisher (32 probe samples) once per epoch;
+all three also at fit start. The Jacobian is the costly one: for the recipe models it is the
+(256 x 784) Jacobian of the features per sample, and its SVD dominates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,6 +34,7 @@ from ortho_lightning import spectra
 from ortho_lightning.callbacks._monitor_base import Spectrum, SpectrumMonitor
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.selection import ModuleSelector
+from ortho_lightning.theory import SpectralDensity, jacobian_spectrum_density, wasserstein1
 
 LIKELIHOODS = ("categorical", "gaussian")
 FISHER_METHODS = ("exact", "lanczos")
@@ -65,6 +69,57 @@ def _check_callable(owner: str, name: str, value: Any) -> None:
         raise ConfigurationError(f"{owner}({name}): expected a callable or None, got {value!r}")
 
 
+THEORY_REQUIRED = ("activation", "sigma_w", "sigma_b", "depth")
+THEORY_WEIGHTS = ("orthogonal", "gaussian")
+
+
+def _check_theory(owner: str, value: Any) -> bool | dict[str, Any]:
+    """``False``, ``True`` or a dict of :func:`~ortho_lightning.theory.jacobian_spectrum_density`
+    arguments with at least :data:`THEORY_REQUIRED`."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{owner}(theory): expected True, False or a dict of jacobian_spectrum_density "
+            f"arguments {THEORY_REQUIRED}, got {value!r}"
+        )
+    accepted = set(inspect.signature(jacobian_spectrum_density).parameters)
+    missing = [k for k in THEORY_REQUIRED if k not in value]
+    unknown = sorted(set(value) - accepted)
+    if missing or unknown:
+        raise ConfigurationError(
+            f"{owner}(theory): missing keys {missing}, unknown keys {unknown}; accepted keys "
+            f"are {sorted(accepted)} and {list(THEORY_REQUIRED)} are required"
+        )
+    return dict(value)
+
+
+def _theory_from_init(owner: str, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+    """The prediction's arguments from the run itself: activation, gain (sigma_w), sigma_b and
+    scheme of its one ``OrthogonalInit`` callback, and the model's ``depth`` hyper-parameter."""
+    from ortho_lightning.callbacks.init import OrthogonalInit
+
+    inits = [cb for cb in trainer.callbacks if isinstance(cb, OrthogonalInit)]
+    depth = getattr(pl_module, "hparams", {}).get("depth")
+    scheme = inits[0].config.scheme[0] if len(inits) == 1 else None
+    if len(inits) != 1 or scheme not in THEORY_WEIGHTS or not isinstance(depth, int):
+        raise ConfigurationError(
+            f"{owner}(theory=True) reads the prediction's arguments from the run: it needs "
+            f"exactly one OrthogonalInit callback with scheme in {THEORY_WEIGHTS} (found "
+            f"{len(inits)}, scheme {scheme!r}) and an int 'depth' hyper-parameter on the model "
+            f"(found {depth!r}); otherwise pass theory=dict(activation=..., sigma_w=..., "
+            "sigma_b=..., depth=..., weights=...)"
+        )
+    config = inits[0].config
+    return {
+        "activation": config.activation,
+        "sigma_w": float(config.gain),
+        "sigma_b": float(config.sigma_b),
+        "depth": depth,
+        "weights": scheme,
+    }
+
+
 class JacobianSpectrumMonitor(SpectrumMonitor):
     """Log the singular values of the per-sample input-output Jacobian on a fixed probe batch.
 
@@ -75,6 +130,15 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             models' features without the readout, an RNN's last hidden state), the Jacobian of
             ``spectrum_output_fn(x)`` is measured; otherwise that of ``model(x)``.
         chunk_size: samples per vmap chunk (bounds memory); ``None``: all at once.
+        theory: hold the measurement beside the free-probability prediction
+            (:func:`~ortho_lightning.theory.jacobian_spectrum_density`, the law of the squared
+            singular values of a wide network's Jacobian): log their Wasserstein-1 distance as
+            ``spectra/jacobian/theory_w1`` and draw the predicted density in the figure.
+            ``True`` takes the prediction's arguments from the run (its ``OrthogonalInit``
+            callback and the model's ``depth``); a dict gives them (``activation``,
+            ``sigma_w``, ``sigma_b``, ``depth``, optionally ``weights`` and the other
+            arguments). The prediction is for the deep part of a wide net, so measure the
+            features (the recipe models' ``spectrum_output_fn``), not the logits.
         Other arguments: see :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
 
     Logs ``spectra/jacobian/<summarize key>`` and the histogram ``spectra/jacobian/singular_values``
@@ -85,10 +149,10 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
 
     def __init__(
         self,
-        every_n_steps: int | None = 200,
+        every_n_steps: int | None = 500,
         every_n_epochs: int | None = None,
         on_fit_start: bool = True,
-        probe_size: int = 64,
+        probe_size: int = 8,
         probe_source: str = "train",
         output_fn: Callable[..., Tensor] | None = None,
         chunk_size: int | None = None,
@@ -96,6 +160,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         histogram: bool = True,
         figure: bool = False,
         eval_mode: bool = True,
+        theory: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -110,12 +175,22 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         )
         name = type(self).__name__
         _check_callable(name, "output_fn", output_fn)
+        self.theory = _check_theory(name, theory)
+        self.prediction: SpectralDensity | None = None
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
         ):
             raise ConfigurationError(f"{name}(chunk_size): expected None or an int >= 1, got {chunk_size!r}")
         self.output_fn = output_fn
         self.chunk_size = chunk_size
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.theory and self.prediction is None and trainer.is_global_zero:
+            args = self.theory if isinstance(self.theory, dict) else _theory_from_init(
+                type(self).__name__, trainer, pl_module
+            )
+            self.prediction = jacobian_spectrum_density(**args)
+        super().on_train_start(trainer, pl_module)
 
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
         sv = spectra.jacobian_singular_values(
@@ -125,16 +200,19 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             chunk_size=self.chunk_size,
             eval_mode=self.eval_mode,
         )
-        return [
-            Spectrum(
-                "spectra/jacobian",
-                sv,
-                dict(spectra.summarize(sv, kind="singular")),
-                histogram="singular_values",
-                plot_values=sv**2,
-                plot_label="squared singular value of the input-output Jacobian",
-            )
-        ]
+        measured = Spectrum(
+            "spectra/jacobian",
+            sv,
+            dict(spectra.summarize(sv, kind="singular")),
+            histogram="singular_values",
+            plot_values=sv**2,
+            plot_label="squared singular value of the input-output Jacobian",
+        )
+        if self.prediction is not None:
+            p = self.prediction
+            measured.extra["theory_w1"] = wasserstein1(sv**2, p)
+            measured.theory = (p.grid, p.density, list(zip(p.atoms.tolist(), p.atom_masses.tolist())))
+        return [measured]
 
 
 class FisherSpectrumMonitor(SpectrumMonitor):
@@ -150,8 +228,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             :func:`~ortho_lightning.spectra.fisher_eigenvalues` (tolerance, seed, chunking).
         Other arguments: see :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
 
-    The default cadence is once per epoch (and at fit start): the exact Fisher of a large model
-    costs about as much as a few hundred training steps.
+    The default cadence is once per epoch (and at fit start).
     """
 
     kind = "fisher"
@@ -247,7 +324,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
 
     def __init__(
         self,
-        every_n_steps: int | None = 200,
+        every_n_steps: int | None = 500,
         every_n_epochs: int | None = None,
         on_fit_start: bool = True,
         include: str | Sequence[str] | None = None,

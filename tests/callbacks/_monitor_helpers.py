@@ -1,11 +1,9 @@
-"""A tiny model, data and readers of each logger's files, shared by the monitor tests."""
+"""A tiny model, its data, and readers of the CSV and TensorBoard loggers' files, shared by the
+monitor tests (the offline W&B run is read by tests/_wandb.py)."""
 
 from __future__ import annotations
 
 import csv
-import glob
-import json
-import struct
 from pathlib import Path
 
 import torch
@@ -58,9 +56,21 @@ class TinyNetWithFeatures(TinyNet):
         return self.layers
 
 
-def loader(n: int = 64, batch_size: int = 8, seed: int = 0, shuffle: bool = False) -> DataLoader:
+class DeepLinear(TinyNetWithFeatures):
+    """``depth`` bias-free WIDTH x WIDTH Linear layers (features), then the head; lr = 0."""
+
+    def __init__(self, depth: int = 2) -> None:
+        super().__init__(lr=0.0)
+        self.save_hyperparameters()
+        self.layers = nn.Sequential(*[nn.Linear(WIDTH, WIDTH, bias=False) for _ in range(depth)])
+
+
+def loader(
+    n: int = 64, batch_size: int = 8, seed: int = 0, shuffle: bool = False, features: int = IN
+) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    data = TensorDataset(torch.randn(n, IN, generator=g), torch.randint(0, CLASSES, (n,), generator=g))
+    x = torch.randn(n, features, generator=g)
+    data = TensorDataset(x, torch.randint(0, CLASSES, (n,), generator=g))
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle)
 
 
@@ -109,40 +119,3 @@ def tensorboard_events(log_dir: str | Path):
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
     acc.Reload()
     return acc
-
-
-def wandb_history(root: str | Path) -> list[dict[str, object]]:
-    """History rows of the offline W&B run under ``root`` (its ``run-*.wandb`` file).
-
-    wandb 0.31 writes offline runs only as this file (no ``wandb-summary.json``) and ships no
-    Python reader, so this reads its framing directly: a 7-byte header (``:W&B``, magic 0xBEE1,
-    version), then LevelDB-log records (4-byte checksum, 2-byte length, 1-byte type: 1 full,
-    2 first, 3 middle, 4 last) in 32 KiB blocks, each a ``wandb_internal_pb2.Record``.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    (path,) = glob.glob(str(Path(root) / "**" / "offline-run-*" / "run-*.wandb"), recursive=True)
-    data = Path(path).read_bytes()
-    ident, magic, _ = struct.unpack("<4sHB", data[:7])
-    assert ident == b":W&B" and magic == 0xBEE1, f"not a W&B datastore file: {path}"
-    rows, pos, pending = [], 7, b""
-    while pos + 7 <= len(data):
-        left = 32768 - pos % 32768
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if left < 7 or (kind == 0 and length == 0):
-            pos += left
-            continue
-        pending += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            if record.WhichOneof("record_type") == "history":
-                rows.append(
-                    {
-                        (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-                        for item in record.history.item
-                    }
-                )
-    return rows

@@ -21,11 +21,15 @@ import ortho_lightning.spectra as spectra
 from ortho_lightning.callbacks import (
     FisherSpectrumMonitor,
     JacobianSpectrumMonitor,
+    OrthogonalInit,
     WeightSpectrumMonitor,
 )
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
 from tests._ddp import run_ddp_script
+from tests._wandb import history, offline_runs
 from tests.callbacks._monitor_helpers import (
+    WIDTH,
+    DeepLinear,
     TinyNet,
     TinyNetWithFeatures,
     csv_metrics,
@@ -33,7 +37,6 @@ from tests.callbacks._monitor_helpers import (
     loader,
     tensorboard_events,
     trainer,
-    wandb_history,
 )
 
 # ------------------------------------------------------------------------ misconfiguration
@@ -52,6 +55,12 @@ BAD_ARGUMENTS = [
     (JacobianSpectrumMonitor, {"input_fn": "x"}, "input_fn): expected a callable or None, got 'x'"),
     (JacobianSpectrumMonitor, {"chunk_size": 0}, "chunk_size): expected None or an int >= 1, got 0"),
     (JacobianSpectrumMonitor, {"histogram": "yes"}, "histogram): expected True or False, got 'yes'"),
+    (JacobianSpectrumMonitor, {"theory": "tanh"}, "theory): expected True, False or a dict"),
+    (
+        JacobianSpectrumMonitor,
+        {"theory": {"activation": "tanh", "depth": 3, "gain": 1}},
+        "missing keys ['sigma_w', 'sigma_b'], unknown keys ['gain']",
+    ),
     (FisherSpectrumMonitor, {"likelihood": "poisson"}, "('categorical', 'gaussian'), got 'poisson'"),
     (FisherSpectrumMonitor, {"method": "dense"}, "('exact', 'lanczos'), got 'dense'"),
     (FisherSpectrumMonitor, {"k": 0}, "k): expected None or an int >= 1, got 0"),
@@ -139,11 +148,14 @@ def test_keys_reach_csv_tensorboard_and_wandb_with_reference_values(tmp_path):
     assert "spectra/jacobian/figure" in tags["images"]
 
     # W&B offline run file: scalars at their trainer step, histograms as W&B histograms.
-    history = wandb_history(tmp_path)
-    logged = {row["trainer/global_step"]: row[JACOBIAN_MAX] for row in history if JACOBIAN_MAX in row}
+    (run,) = offline_runs(tmp_path)
+    wandb_rows = history(run)
+    logged = {row["trainer/global_step"]: row[JACOBIAN_MAX] for row in wandb_rows if JACOBIAN_MAX in row}
     assert sorted(logged) == [0, 2, 4]
     assert logged[4] == pytest.approx(ref_jac_max, rel=1e-5)
-    assert any(row.get("spectra/fisher/eigenvalues/_type") == "histogram" for row in history)
+    histograms = [row["spectra/jacobian/singular_values"] for row in wandb_rows if "spectra/jacobian/singular_values" in row]
+    assert len(histograms) == 3 and histograms[-1]["_type"] == "histogram"
+    assert sum(histograms[-1]["values"]) == 60  # 10 samples x 6 singular values
 
     # The figure is also a PNG in the run folder.
     assert list(tmp_path.glob("**/figures/spectra_jacobian_figure.png"))
@@ -309,3 +321,39 @@ def test_ddp_measures_and_logs_on_rank_zero_only(tmp_path):
     rows = csv_metrics(tmp_path / "csv" / "version_0" / "metrics.csv")
     assert sorted(rows[JACOBIAN_MAX]) == [0, 1, 2, 3]
     assert {k for k in rows if k.startswith("spectra/")} == set(rank0["keys"])
+
+
+# ------------------------------------------------------------------------ theory overlay
+GAIN, DEPTH = 1.2, 2
+THEORY_CASES = {
+    # inferred from the run's OrthogonalInit (gain 1.2): prediction = measurement, a point mass
+    # at gain^(2 depth), so the distance is 0
+    "from-init": (True, GAIN ** (2 * DEPTH), 0.0),
+    # a prediction for gain 1 (point mass at 1) against the gain-1.2 net: W1 = 1.2^4 - 1
+    "explicit-gain-1": (
+        {"activation": "linear", "sigma_w": 1.0, "sigma_b": 0.0, "depth": DEPTH},
+        1.0,
+        GAIN ** (2 * DEPTH) - 1,
+    ),
+}
+
+
+@pytest.mark.parametrize(("theory", "atom", "expected"), THEORY_CASES.values(), ids=THEORY_CASES.keys())
+def test_theory_overlay_logs_the_distance_to_the_prediction(tmp_path, theory, atom, expected):
+    init = OrthogonalInit(scheme="orthogonal", gain=GAIN, activation="linear", seed=0)
+    monitor = JacobianSpectrumMonitor(every_n_steps=None, probe_size=4, theory=theory, figure=True)
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer(tmp_path, [init, monitor], logger=logger, max_steps=1).fit(
+        DeepLinear(DEPTH), loader(features=WIDTH)
+    )
+    assert monitor.prediction.atoms.tolist() == pytest.approx([atom])
+    w1 = csv_metrics(f"{logger.log_dir}/metrics.csv")["spectra/jacobian/theory_w1"]
+    assert list(w1) == [0]
+    assert w1[0] == pytest.approx(expected, abs=1e-5)
+    assert list(tmp_path.glob("**/figures/spectra_jacobian_figure.png"))
+
+
+def test_theory_true_without_an_init_callback_names_what_it_needs(tmp_path):
+    monitor = JacobianSpectrumMonitor(probe_size=4, theory=True)
+    with pytest.raises(ConfigurationError, match="exactly one OrthogonalInit callback"):
+        trainer(tmp_path, [monitor], max_steps=1).fit(DeepLinear(DEPTH), loader(features=WIDTH))
