@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ortho_lightning.data.mnist import MNIST_FILES, load_mnist_pair, locate_mnist, resolve_data_dir
-from ortho_lightning.exceptions import DataError
+from ortho_lightning.exceptions import ConfigurationError, DataError
 from ortho_lightning.init import critical_point, initialize
 from ortho_lightning.spectra import fisher_eigenvalues, jacobian_singular_values
 
@@ -124,17 +124,38 @@ def largest_stable_lr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lrs: l
     return best
 
 
+def fixed_point_tensors(width: int, sigma_b: float, n_batch: int, n_single: int, seed: int
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthetic ``(x, y, probe)`` of dimension ``width`` whose first pre-activations sit at the
+    fixed point q* (as in Hayase & Karakida's wide-network setting), random labels."""
+    from ortho_lightning.experiments.isometry import critical_inputs
+
+    cp = critical_point("tanh", sigma_b)
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    x = critical_inputs(n_batch + n_single, width, cp.sigma_w, sigma_b, cp.q_star, gen).float()
+    y = torch.randint(0, 10, (n_batch,), generator=gen)
+    return x[:n_batch], y, x[n_batch:]
+
+
 def fisher_at_init(depth: int, weights: str, width: int = 128, sigma_b: float = 0.01,
                    n_single: int = 8, n_batch: int = 32, lr_grid: tuple[float, ...] = (),
-                   lr_steps: int = 20, data_dir: str | None = None, seed: int = 0) -> dict[str, Any]:
+                   lr_steps: int = 20, inputs: str = "mnist", data_dir: str | None = None,
+                   seed: int = 0) -> dict[str, Any]:
     """One row at init: the single-input Fisher's eigenvalues (top 9 of C = 10: the 10th is 0)
     averaged over ``n_single`` probe images, divided by depth (``single_max_over_L``,
     ``single_mean_over_L``, ``single_min_over_L``, ``single_max_over_mean``); ``fisher_max``
     of a batch of ``n_batch`` training images; and, with ``lr_grid``, ``stable_lr`` (largest
     step of the grid for which ``lr_steps`` full-batch GD steps on that batch lower the loss)
-    beside ``two_over_fisher_max``."""
-    x, y, probe = mnist_tensors(max(n_batch, 1), n_single, data_dir)
-    model = critical_mlp(depth, width, weights, sigma_b, seed)
+    beside ``two_over_fisher_max``. ``inputs="mnist"``: MNIST images (784 inputs, the probe from
+    the test set); ``"fixed_point"``: Gaussian inputs of dimension ``width`` at the fixed point
+    q*, random labels."""
+    if inputs == "mnist":
+        x, y, probe = mnist_tensors(max(n_batch, 1), n_single, data_dir)
+    elif inputs == "fixed_point":
+        x, y, probe = fixed_point_tensors(width, sigma_b, n_batch, n_single, seed)
+    else:
+        raise ConfigurationError(f"fisher_at_init: inputs must be 'mnist' or 'fixed_point', received {inputs!r}")
+    model = critical_mlp(depth, width, weights, sigma_b, seed, n_in=x.shape[1])
     singles = torch.stack([fisher_eigenvalues(model, probe[i:i + 1])[:9] for i in range(n_single)])
     mean_single = singles.mean(0)
     lam_batch = float(fisher_eigenvalues(model, x, k=1)[0])
