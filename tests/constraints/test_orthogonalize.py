@@ -188,7 +188,7 @@ def test_cached_computes_the_weight_once_per_forward():
     calls.clear()
     with parametrize.cached():
         rnn(x)
-    assert uncached >= 1 and len(calls) == 1
+    assert uncached > 1 and len(calls) == 1  # torch 2.13: 4 (hasattr + getattr, twice)
 
 
 def test_plain_state_dict_round_trip_to_bare_and_constrained_modules():
