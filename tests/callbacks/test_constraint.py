@@ -11,7 +11,7 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, TensorDataset
@@ -257,3 +257,24 @@ def test_resume_with_a_different_selection_is_an_error(tmp_path):
     t2 = make_trainer(tmp_path, [OrthogonalConstraint()], max_steps=3)  # same state key, more layers
     with pytest.raises(ConfigurationError, match=r"the checkpoint constrained \['rnn.weight_hh_l0'\]"):
         t2.fit(TinyRNN(), loader(), ckpt_path=tmp_path / "k.ckpt")
+
+
+class _WeightsAtFitStart(Callback):
+    def on_fit_start(self, trainer, pl_module):
+        self.weight_hh = pl_module.rnn.weight_hh_l0.detach().clone()
+
+
+def test_orthogonal_init_then_constraint_keeps_the_init_and_its_gain(tmp_path):
+    from ortho_lightning.callbacks import OrthogonalInit
+
+    gain = 1.25
+    plain = TinyRNN()
+    seen_plain = _WeightsAtFitStart()
+    make_trainer(tmp_path, [OrthogonalInit(gain=gain, seed=3, include="rnn"), seen_plain],
+                 max_steps=1).fit(plain, loader())
+    both = TinyRNN()
+    seen = _WeightsAtFitStart()
+    callbacks = [OrthogonalInit(gain=gain, seed=3, include="rnn"), OrthogonalConstraint(targets="rnn", gain=gain), seen]
+    make_trainer(tmp_path, callbacks, max_steps=1).fit(both, loader())
+    assert gram_error(seen_plain.weight_hh, gain) < 1e-5  # the init is gain * orthogonal ...
+    torch.testing.assert_close(seen.weight_hh, seen_plain.weight_hh, rtol=0, atol=1e-5)  # ... and kept
