@@ -101,23 +101,24 @@ def fisher_vs_jacobian(depth: int, weights: str, width: int = 128, sigma_b: floa
 
 
 def largest_stable_lr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lrs: list[float],
-                      steps: int) -> float:
-    """The largest step size of ``lrs`` for which ``steps`` full-batch GD steps on (x, y) end
-    below the initial loss (the model is restored after each try); 0 if none."""
+                      steps: int, loss_fn=nn.functional.cross_entropy) -> float:
+    """The largest step size of ``lrs`` for which ``steps`` full-batch GD steps on
+    ``loss_fn(model(x), y)`` end below the initial loss (the model is restored after each
+    try); 0 if none."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     best = 0.0
     for lr in sorted(lrs):
         model.load_state_dict(state)
         opt = torch.optim.SGD(model.parameters(), lr=lr)
         with torch.no_grad():
-            loss0 = nn.functional.cross_entropy(model(x), y).item()
+            loss0 = loss_fn(model(x), y).item()
         for _ in range(steps):
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = loss_fn(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            final = nn.functional.cross_entropy(model(x), y).item()
+            final = loss_fn(model(x), y).item()
         if math.isfinite(final) and final < loss0:
             best = lr
     model.load_state_dict(state)
