@@ -1,12 +1,15 @@
-"""The spectra tests compare against dense references in float64."""
+"""The spectra tests compare against dense references in float64, on tiny models that gain
+nothing from intra-op threads (one thread also keeps them fast on a loaded 2-core CI box)."""
 
 import pytest
 import torch
 
 
 @pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
+def _float64_one_thread():
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
     yield
-    torch.set_default_dtype(previous)
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)

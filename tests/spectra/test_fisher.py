@@ -222,3 +222,20 @@ def test_global_rng_untouched():
     fisher_trace(model, x, method="hutchinson", num_probes=4, seed=3)
     spectral_density(model, x, num_probes=2, lanczos_steps=5, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_spectral_density_in_parameter_space_matches_exact():
+    # N*C = 120 > P = 15: SLQ runs on the P x P operator; with P steps it is exact per probe
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1, bias=False))
+    x = torch.randn(120, 3)
+    eigs = torch.linalg.eigvalsh(dense_fisher(model, x, "gaussian"))
+    sigma = float(eigs.max()) / 10
+    grid = torch.linspace(-6 * sigma, float(eigs.max()) + 6 * sigma, 600)
+    g, dens = spectral_density(
+        model, x, "gaussian", num_probes=30, lanczos_steps=15, grid=grid, sigma=sigma
+    )
+    exact = torch.exp(-0.5 * ((grid[:, None] - eigs[None]) / sigma) ** 2).sum(1)
+    exact = exact / (eigs.numel() * sigma * (2 * torch.pi) ** 0.5)
+    assert abs(float(torch.trapezoid(dens, g)) - 1) < 1e-4
+    assert float(torch.trapezoid((dens - exact).abs(), g)) < 0.15
