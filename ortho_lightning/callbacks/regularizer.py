@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ortho_lightning.callbacks.constraint import check_positive, log_defects
 from ortho_lightning.constraints.orthogonalize import (
@@ -107,7 +108,9 @@ class OrthogonalRegularizer(Callback):
         self._entries: list[tuple[str, nn.Module, str]] = []
         self._last_step = -1
         self._backwards = 0  # micro-batches since the last optimizer step
-        self.last_penalty: float | None = None
+        self._leaves: list[torch.nn.Parameter] = []
+        #: the last unweighted penalty (0-d tensor), ``None`` before the first step
+        self.last_penalty: Tensor | None = None
 
     @property
     def state_key(self) -> str:
@@ -133,6 +136,7 @@ class OrthogonalRegularizer(Callback):
                     "(OrthogonalConstraint); projecting them is meaningless, exclude them"
                 )
         self._entries = entries
+        self._leaves = _leaf_parameters(entries)
 
     def penalty(self) -> Tensor:
         """The current (unweighted) penalty of the selected blocks, in the parameters' dtype with
@@ -149,7 +153,10 @@ class OrthogonalRegularizer(Callback):
             return
         # fraction of a full accumulation window this step saw (1 except at an epoch's end)
         scale = min(micro_batches, trainer.accumulate_grad_batches) / trainer.accumulate_grad_batches
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        params = [p for p in self._leaves if p.requires_grad and id(p) in in_optimizer]
+        if not params:
+            return
         with torch.enable_grad():
             value = self.penalty()
             grads = torch.autograd.grad(self.weight * scale * value, params, allow_unused=True)
@@ -160,7 +167,7 @@ class OrthogonalRegularizer(Callback):
                 p.grad = g.to(p.dtype)
             else:
                 p.grad.add_(g.to(p.grad.dtype))
-        self.last_penalty = value.item()
+        self.last_penalty = value.detach()  # no .item(): no device sync per step
         pl_module.log("ortho/penalty", value.detach(), on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -192,3 +199,16 @@ class OrthogonalRegularizer(Callback):
 def _device_type(entries) -> str:
     _, module, tensor = entries[0]
     return getattr(module, tensor).device.type
+
+
+def _leaf_parameters(entries) -> list[nn.Parameter]:
+    """The parameters the selected tensors are computed from: the tensor itself, or the
+    unconstrained tensor(s) of a parametrized one."""
+    leaves: dict[int, nn.Parameter] = {}
+    for _, module, tensor in entries:
+        if parametrize.is_parametrized(module, tensor):
+            found = module.parametrizations[tensor].parameters()
+        else:
+            found = [getattr(module, tensor)]
+        leaves.update((id(p), p) for p in found if isinstance(p, nn.Parameter))
+    return list(leaves.values())

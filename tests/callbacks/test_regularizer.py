@@ -93,7 +93,7 @@ def test_logs_the_penalty_of_the_weights_it_stepped_from(tmp_path):
     reg = OrthogonalRegularizer(0.1, targets=["rnn", "encoder"], log_every_n_steps=1)
     trainer = make_trainer(tmp_path, [reg], max_steps=1)
     trainer.fit(model, loader())
-    assert reg.last_penalty == pytest.approx(expected, rel=1e-6)
+    assert reg.last_penalty.item() == pytest.approx(expected, rel=1e-6)
     assert trainer.logged_metrics["ortho/penalty"].item() == pytest.approx(expected, rel=1e-6)
     assert "ortho/defect/rnn.weight_hh_l0" in trainer.logged_metrics
 
