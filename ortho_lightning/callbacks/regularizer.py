@@ -116,7 +116,7 @@ class OrthogonalRegularizer(Callback):
     def state_key(self) -> str:
         return (
             f"{type(self).__qualname__}{{include={list(self.selector.include)}, "
-            f"exclude={list(self.selector.exclude)}, kind={self.kind!r}}}"
+            f"exclude={list(self.selector.exclude)}, kind={getattr(self.kind, '__name__', self.kind)!r}}}"
         )
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
