@@ -1,0 +1,53 @@
+"""Theory to hold beside measurements: mean-field signal propagation (length and correlation
+maps, q*, c*, chi_1, depth scales, phase), free-probability densities of the squared
+singular values of a wide network's input-output Jacobian (point masses apart), their
+closed-form moments, and the Wasserstein-1 distance between measured eigenvalues and a
+prediction. Pure torch / numpy / scipy: no Lightning.
+
+    from ortho_lightning.theory import mean_field, jacobian_spectrum_density, wasserstein1
+    spectrum = jacobian_spectrum_density("tanh", sigma_w, sigma_b, depth=32, weights="orthogonal")
+    grid, density = spectrum              # continuous part; spectrum.atoms / .atom_masses
+    wasserstein1(measured_sv**2, spectrum)
+"""
+
+from ortho_lightning.theory.distance import wasserstein1
+from ortho_lightning.theory.free_probability import (
+    WEIGHT_LAWS,
+    JacobianMoments,
+    SpectralDensity,
+    SquaredDerivativeLaw,
+    jacobian_moments,
+    jacobian_s_transform,
+    jacobian_spectrum_density,
+    s_transform_derivative,
+    s_transform_weights,
+    squared_derivative_law,
+)
+from ortho_lightning.theory.mean_field import (
+    PHASES,
+    MeanField,
+    correlation_map,
+    correlation_slope,
+    critical_sigma_w,
+    mean_field,
+)
+
+__all__ = [
+    "PHASES",
+    "WEIGHT_LAWS",
+    "JacobianMoments",
+    "MeanField",
+    "SpectralDensity",
+    "SquaredDerivativeLaw",
+    "correlation_map",
+    "correlation_slope",
+    "critical_sigma_w",
+    "jacobian_moments",
+    "jacobian_s_transform",
+    "jacobian_spectrum_density",
+    "mean_field",
+    "s_transform_derivative",
+    "s_transform_weights",
+    "squared_derivative_law",
+    "wasserstein1",
+]

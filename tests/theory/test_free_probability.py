@@ -1,0 +1,227 @@
+"""Free-probability Jacobian spectra against closed forms (Fuss-Catalan, point masses, the
+S-transform of a Bernoulli law, moments by scipy quadrature) and against the measured spectrum
+of wide random tanh networks built here from explicit products D_l W_l in float64."""
+
+from __future__ import annotations
+
+import math
+from math import comb
+
+import pytest
+import torch
+from scipy import integrate
+from scipy.special import ndtr
+
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.theory import (
+    jacobian_moments,
+    jacobian_spectrum_density,
+    s_transform_derivative,
+    s_transform_weights,
+    squared_derivative_law,
+    wasserstein1,
+)
+from ortho_lightning.theory.mean_field import critical_sigma_w
+from ortho_lightning.theory.quadrature import variance_fixed_point
+
+SIGMA_B = math.sqrt(0.05)
+
+
+def fuss_catalan(depth: int, k: int) -> float:
+    """k-th moment of the squared singular values of a product of ``depth`` square Ginibre
+    matrices of variance 1/N: the Fuss-Catalan number C((L+1)k, k) / (Lk + 1)."""
+    return comb((depth + 1) * k, k) / (depth * k + 1)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 8, 32], ids=lambda d: f"L{d}")
+def test_linear_gaussian_is_fuss_catalan(depth):
+    spec = jacobian_spectrum_density("linear", 1.0, 0.0, depth, "gaussian")
+    assert spec.atoms.numel() == 0
+    assert spec.continuous_mass == pytest.approx(1.0, abs=1e-6)
+    for k in (1, 2, 3):
+        assert spec.moment(k) == pytest.approx(fuss_catalan(depth, k), rel=1e-4)
+    # upper edge of the Fuss-Catalan support: (L+1)^(L+1) / L^L
+    edge = (depth + 1) ** (depth + 1) / depth**depth
+    assert float(spec.edges[-1]) == pytest.approx(edge, rel=1e-6)
+
+
+@pytest.mark.parametrize("sigma_w", [0.8, 1.3], ids=lambda s: f"sw{s}")
+def test_linear_gaussian_scales_with_sigma_w(sigma_w):
+    depth = 3
+    spec = jacobian_spectrum_density("linear", sigma_w, 0.0, depth, "gaussian")
+    for k in (1, 2):
+        ref = sigma_w ** (2 * depth * k) * fuss_catalan(depth, k)
+        assert spec.moment(k) == pytest.approx(ref, rel=1e-4)
+
+
+@pytest.mark.parametrize(("sigma_w", "depth"), [(1.0, 1), (0.9, 5), (1.1, 20)],
+                         ids=["sw1-L1", "sw0.9-L5", "sw1.1-L20"])
+def test_linear_orthogonal_is_a_point_mass(sigma_w, depth):
+    spec = jacobian_spectrum_density("linear", sigma_w, 0.0, depth, "orthogonal")
+    assert spec.atoms.tolist() == pytest.approx([sigma_w ** (2 * depth)], rel=1e-12)
+    assert spec.atom_masses.tolist() == pytest.approx([1.0], abs=1e-12)
+    assert spec.continuous_mass == 0.0
+    assert float(spec.density.abs().max()) == 0.0
+    grid, density = spec  # unpacks as the documented pair
+    assert grid.shape == density.shape and grid.dtype == torch.float64
+
+
+def test_relu_orthogonal_has_half_its_mass_at_zero():
+    """D^2 is Bernoulli(1/2) for relu: J J^T has an atom of mass 1/2 at zero (the max of the
+    factors' masses at zero) and no other atom beyond one layer; the rest is continuous."""
+    spec = jacobian_spectrum_density("relu", math.sqrt(2.0), 0.0, 4, "orthogonal", q_star=1.0)
+    assert spec.atoms.tolist() == [0.0]
+    assert spec.atom_masses.tolist() == pytest.approx([0.5], abs=1e-9)
+    assert spec.continuous_mass == pytest.approx(0.5, abs=1e-4)
+    # moments: E[lambda] = chi^L = (2 * 1/2)^4 = 1, normalized variance L * s_D = 4 * 1
+    assert spec.moment(1) == pytest.approx(1.0, rel=1e-4)
+    assert spec.moment(2) == pytest.approx(1.0 + 4 * 1.0, rel=1e-4)
+
+
+def test_hardtanh_zero_atom_is_the_saturated_mass():
+    q = 2.0
+    law = squared_derivative_law("hardtanh", q)
+    zero = float(law.atom_masses[law.atoms == 0].sum())
+    assert zero == pytest.approx(2 * (1 - ndtr(1 / math.sqrt(q))), abs=1e-9)
+    one = float(law.atom_masses[law.atoms == 1].sum())
+    assert one == pytest.approx(1 - zero, abs=1e-9)
+    spec = jacobian_spectrum_density("hardtanh", 1.0, 0.0, 3, "gaussian", q_star=q)
+    assert spec.atoms.tolist() == [0.0]
+    assert float(spec.atom_masses[0]) == pytest.approx(zero, abs=1e-9)
+
+
+@pytest.mark.parametrize("m", [0.3, 2.0, complex(0.5, -0.7)], ids=["m0.3", "m2", "complex"])
+def test_s_transforms_closed_forms(m):
+    # Bernoulli(p) law of D^2 (relu): M(z) = p z / (1 - z), so S(m) = (1 + m) / (p + m)
+    law = squared_derivative_law("relu", 1.0)
+    assert complex(s_transform_derivative(m, law)) == pytest.approx((1 + m) / (0.5 + m))
+    assert complex(s_transform_derivative(m, squared_derivative_law("linear", 1.0))) == (
+        pytest.approx(1.0)
+    )
+    assert complex(s_transform_weights(m, 1.5, "orthogonal")) == pytest.approx(1 / 2.25)
+    assert complex(s_transform_weights(m, 1.5, "gaussian")) == pytest.approx(1 / (2.25 * (1 + m)))
+
+
+@pytest.mark.parametrize("weights", ["orthogonal", "gaussian"])
+def test_closed_form_moments_against_scipy_quad(weights):
+    sigma_w, depth, q = 1.2, 6, 0.7
+
+    def expect(f):
+        g = lambda z: f(math.sqrt(q) * z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+        return integrate.quad(g, -30, 30, epsabs=1e-14, limit=200)[0]
+
+    e2 = expect(lambda h: math.cosh(h) ** -4)
+    e4 = expect(lambda h: math.cosh(h) ** -8)
+    mo = jacobian_moments("tanh", sigma_w, 0.0, depth, weights, q_star=q)
+    chi = sigma_w**2 * e2
+    s = e4 / e2**2 - 1 + (weights == "gaussian")
+    assert mo.mean == pytest.approx(chi**depth, rel=1e-9)
+    assert mo.variance == pytest.approx(chi ** (2 * depth) * depth * s, rel=1e-9)
+
+
+def test_variance_grows_linearly_for_gaussian_not_for_orthogonal_linear():
+    for depth in (1, 4, 16):
+        g = jacobian_moments("linear", 1.0, 0.0, depth, "gaussian")
+        o = jacobian_moments("linear", 1.0, 0.0, depth, "orthogonal")
+        assert g.variance == pytest.approx(depth)
+        assert o.variance == pytest.approx(0.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------- tanh at a critical point
+@pytest.fixture(scope="module")
+def critical():
+    sigma_w = critical_sigma_w("tanh", SIGMA_B)
+    return sigma_w, variance_fixed_point("tanh", sigma_w, SIGMA_B)
+
+
+@pytest.fixture(scope="module")
+def spectra(critical):
+    sigma_w, q = critical
+    return {
+        (w, d): jacobian_spectrum_density("tanh", sigma_w, SIGMA_B, d, w, q_star=q)
+        for w in ("orthogonal", "gaussian")
+        for d in (8, 32)
+    }
+
+
+CASES = [("orthogonal", 8), ("orthogonal", 32), ("gaussian", 8), ("gaussian", 32)]
+IDS = [f"{w}-L{d}" for w, d in CASES]
+
+
+@pytest.mark.parametrize(("weights", "depth"), CASES, ids=IDS)
+def test_density_integrates_to_one_and_matches_closed_moments(spectra, critical, weights, depth):
+    sigma_w, q = critical
+    spec = spectra[(weights, depth)]
+    mo = jacobian_moments("tanh", sigma_w, SIGMA_B, depth, weights, q_star=q)
+    assert mo.chi == pytest.approx(1.0, abs=1e-9)
+    assert spec.continuous_mass + float(spec.atom_masses.sum()) == pytest.approx(1.0, abs=1e-4)
+    assert spec.moment(1) == pytest.approx(mo.mean, rel=1e-4)
+    assert spec.moment(2) == pytest.approx(mo.second, rel=1e-4)
+    assert bool((spec.density >= 0).all())
+
+
+def _draw_jacobian_spectra(weights, depths, sigma_w, q, width, gen):
+    """Eigenvalues of J J^T at one input on the fixed point, J = D_L W_L ... D_1 W_1 built
+    by explicit float64 products, recorded at each depth in ``depths``."""
+    x = torch.randn(width, generator=gen, dtype=torch.float64)
+    x = x / x.norm() * math.sqrt(width * (q - SIGMA_B**2) / sigma_w**2)  # h_1 has variance q*
+    jac = torch.eye(width, dtype=torch.float64)
+    out = {}
+    for layer in range(1, max(depths) + 1):
+        a = torch.randn(width, width, generator=gen, dtype=torch.float64)
+        if weights == "orthogonal":
+            qm, r = torch.linalg.qr(a)
+            w = sigma_w * qm * torch.sign(torch.diagonal(r))  # Haar
+        else:
+            w = sigma_w * a / math.sqrt(width)
+        h = w @ x + SIGMA_B * torch.randn(width, generator=gen, dtype=torch.float64)
+        jac = (1 - torch.tanh(h) ** 2)[:, None] * (w @ jac)
+        x = torch.tanh(h)
+        if layer in depths:
+            out[layer] = torch.linalg.eigvalsh(jac @ jac.T)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["orthogonal", "gaussian"])
+def test_prediction_matches_wide_tanh_network(spectra, critical, weights):
+    """Width 1000, depths 8 and 32 (one network per draw, the depth-8 spectrum taken from the
+    first 8 layers). Noise floor: W1 between two independent networks. The prediction must
+    sit within 3 floors of the pooled pair, and within 5 floors of each draw."""
+    sigma_w, q = critical
+    gen = torch.Generator().manual_seed(1234)
+    draws = [_draw_jacobian_spectra(weights, (8, 32), sigma_w, q, 1000, gen) for _ in range(2)]
+    for depth in (8, 32):
+        spec = spectra[(weights, depth)]
+        e1, e2 = draws[0][depth], draws[1][depth]
+        floor = wasserstein1(e1, e2)
+        d1, d2 = wasserstein1(e1, spec), wasserstein1(e2, spec)
+        pooled = wasserstein1(torch.cat([e1, e2]), spec)
+        print(f"{weights} L={depth}: W1 {d1:.4f} {d2:.4f} pooled {pooled:.4f} floor {floor:.4f}")
+        assert pooled < 3 * floor
+        assert max(d1, d2) < 5 * floor
+        # and the prediction beats a wrong law: the other weight law at the same depth
+        other = spectra[("gaussian" if weights == "orthogonal" else "orthogonal", depth)]
+        assert pooled < wasserstein1(torch.cat([e1, e2]), other)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"weights": "haar"}, r"weights must be one of \('orthogonal', 'gaussian'\), got 'haar'"),
+        ({"depth": 0}, "depth must be an int >= 1, got 0"),
+        ({"grid_size": 3}, "grid_size must be an int >= 16, got 3"),
+        ({"sigma_w": 0.0}, "sigma_w must be > 0, got 0.0"),
+        ({"q_star": -1.0}, "q_star must be >= 0"),
+        ({"activation": "swish!"}, "unknown activation 'swish!'"),
+    ],
+    ids=["weights", "depth", "grid", "sigma_w", "q_star", "activation"],
+)
+def test_bad_input_messages(kwargs, match):
+    args = {"activation": "tanh", "sigma_w": 1.0, "sigma_b": 0.1, "depth": 2, **kwargs}
+    with pytest.raises(ConfigurationError, match=match):
+        jacobian_spectrum_density(**args)
+    if "grid_size" not in kwargs and "q_star" not in kwargs and "activation" not in kwargs:
+        with pytest.raises(ConfigurationError, match=match):
+            jacobian_moments(**{k: v for k, v in args.items() if k != "grid_size"})
