@@ -150,6 +150,12 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-5)
     parser.add_argument("--big-n", type=int, default=2048)
     parser.add_argument("--skip-slow", action="store_true", help="skip the per-sample routes")
+    parser.add_argument(
+        "--sections",
+        default="exact,trace,topk,others",
+        help="comma list: exact, trace, topk (the 784-256x8-10 MLP against the peers), "
+        "others (CNN, RNN, small MLP: structured vs generic routes)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -160,12 +166,38 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {args.threads}, P = {num_params:,}, N = 64, C = 10")
     rows: list[tuple[str, str, float, float | None, str]] = []
 
+    def add(row: tuple[str, str, float, float | None, str]) -> None:
+        rows.append(row)
+        print(f"  {row[0]} | {row[1]}: {row[2]:.3f} s {row[4]}", flush=True)  # takes minutes
+
+    sections = set(args.sections.split(","))
+    run_mlp_section(model, x, y, args, add, sections)
+    if "others" in sections and not args.skip_slow:
+        run_other_models(args, add)
+    print()
+    print("| task | method | seconds | other / ours | check |")
+    print("|---|---|---|---|---|")
+    for task, method, t, ratio, check in rows:
+        r = "" if ratio is None else f"{ratio:.1f}x"
+        print(f"| {task} | {method} | {t:.3f} | {r} | {check} |")
+
+
+def run_mlp_section(model, x, y, args, add, sections) -> None:
     # --- exact spectrum
+    if "exact" in sections:
+        run_exact(model, x, y, args, add)
+    if "trace" in sections:
+        run_trace(model, x, y, args, add)
+    if "topk" in sections:
+        run_topk(model, x, y, args, add)
+
+
+def run_exact(model, x, y, args, add) -> None:
     t_ours, ours = best_of(lambda: fisher_eigenvalues(model, x), args.repeats)
-    rows.append(("exact spectrum", "ortho_lightning (structured dual Gram)", t_ours, None, ""))
+    add(("exact spectrum", "ortho_lightning (structured dual Gram)", t_ours, None, ""))
     if not args.skip_slow:
         t, ref = best_of(lambda: per_sample_jacobian_route(model, x), 1)
-        rows.append(
+        add(
             (
                 "exact spectrum",
                 "per-sample Jacobian Gram route",
@@ -177,7 +209,7 @@ def main() -> None:
         t, gen = best_of(
             lambda: torch.linalg.eigvalsh(fisher_gram(model, x, structured=False)).flip(0), 1
         )
-        rows.append(
+        add(
             (
                 "exact spectrum",
                 "ortho_lightning generic torch.func route",
@@ -189,7 +221,7 @@ def main() -> None:
     if have("nngeometry"):
         t, ng = best_of(lambda: nngeometry_route(model, x, y), args.repeats)
         ratio = float(ng[0] / ours[0])
-        rows.append(
+        add(
             (
                 "exact spectrum",
                 "nngeometry FIM FMatDense",
@@ -202,16 +234,15 @@ def main() -> None:
     else:
         print("note: nngeometry not installed; skipped (pip install nngeometry==0.4)")
 
-    # --- trace
+
+def run_trace(model, x, y, args, add) -> None:
     t_tr, tr = best_of(lambda: fisher_trace(model, x), args.repeats)
-    rows.append(
-        ("trace", "ortho_lightning exact (structured diagonal)", t_tr, None, f"{float(tr):.6g}")
-    )
+    add(("trace", "ortho_lightning exact (structured diagonal)", t_tr, None, f"{float(tr):.6g}"))
     if have("backpack"):
         bp_model = mlp()
         bp_model.load_state_dict(model.state_dict())
         t, bp = best_of(lambda: backpack_trace(bp_model, x, y), args.repeats)
-        rows.append(
+        add(
             (
                 "trace",
                 "BackPACK DiagGGNExact",
@@ -223,7 +254,8 @@ def main() -> None:
     else:
         print("note: backpack-for-pytorch not installed; skipped")
 
-    # --- top-10
+
+def run_topk(model, x, y, args, add) -> None:
     for n in (64, args.big_n):
         xb = x if n == 64 else torch.randn(n, 784)
         yb = y if n == 64 else torch.randint(0, 10, (n,))
@@ -231,15 +263,13 @@ def main() -> None:
             lambda xb=xb: fisher_eigenvalues(model, xb, method="lanczos", k=10, tol=args.tol),
             args.repeats if n == 64 else 1,
         )
-        rows.append(
-            (f"top-10 N={n}", f"ortho_lightning Lanczos (dual, tol {args.tol:g})", t_l, None, "")
-        )
+        add((f"top-10 N={n}", f"ortho_lightning Lanczos (dual, tol {args.tol:g})", t_l, None, ""))
         if have("curvlinops"):
             t, cl = best_of(
                 lambda xb=xb, yb=yb: curvlinops_topk(model, xb, yb, 10, args.tol),
                 args.repeats if n == 64 else 1,
             )
-            rows.append(
+            add(
                 (
                     f"top-10 N={n}",
                     "curvlinops GGN + scipy eigsh",
@@ -251,12 +281,35 @@ def main() -> None:
         else:
             print("note: curvlinops-for-pytorch not installed; skipped")
 
-    print()
-    print("| task | method | seconds | peer / ours | check |")
-    print("|---|---|---|---|---|")
-    for task, method, t, ratio, check in rows:
-        r = "" if ratio is None else f"{ratio:.1f}x"
-        print(f"| {task} | {method} | {t:.3f} | {r} | {check} |")
+
+def run_other_models(args, add) -> None:
+    # --- the other recipe-sized models: exact spectrum, structured vs generic routes
+    others = {
+        "CNN 6x32 (28x28)": (cnn(), torch.randn(64, 1, 28, 28)),
+        "RNN 128 (28 rows)": (RowRNN(), torch.randn(64, 28, 28)),
+        "MLP 784-64x3-10": (mlp(64, 3), torch.randn(64, 784)),
+    }
+    for name, (m, xm) in others.items():
+        t_s, fast = best_of(lambda m=m, xm=xm: fisher_eigenvalues(m, xm), args.repeats)
+        add((f"exact, {name}", "ortho_lightning (structured)", t_s, None, ""))
+        t_g, slow = best_of(
+            lambda m=m, xm=xm: torch.linalg.eigvalsh(fisher_gram(m, xm, structured=False)).flip(0),
+            1,
+        )
+        check = f"max rel err top-50 {rel(slow[:50], fast[:50]):.1e}"
+        add(
+            (
+                f"exact, {name}",
+                "ortho_lightning generic torch.func route",
+                t_g,
+                t_g / t_s,
+                check,
+            )
+        )
+        if not isinstance(m, RowRNN):  # vmap over samples cannot enter the fused nn.RNN
+            t_p, ref = best_of(lambda m=m, xm=xm: per_sample_jacobian_route(m, xm), 1)
+            check = f"max rel err top-50 {rel(ref[:50], fast[:50]):.1e}"
+            add((f"exact, {name}", "per-sample Jacobian Gram route", t_p, t_p / t_s, check))
 
 
 if __name__ == "__main__":

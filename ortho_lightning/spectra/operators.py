@@ -156,7 +156,8 @@ class DualFisherOperator:
             y = torch.einsum("nli,oi->nlo", a, gw)
             if bias:
                 y = y + e.sum((0, 1))
-            out += torch.einsum("nclo,nlo->nc", d, y)
+            # sum_{l,o} d_iclo y_ilo; vecdot streams d once (einsum would batch tiny matmuls)
+            out += torch.linalg.vecdot(d.flatten(2), y.flatten(1)[:, None, :])
         if self._rest is not None:
             w = torch.einsum("ndc,nc->nd", self.sqrt_h, u)  # S_i u_i
             jv = self._rest.jvp(self._rest.vjp(w))
