@@ -43,7 +43,7 @@ def by_hand(lam, gain, kind, reduction, targets):
     return extra_loss
 
 
-def _run(tmp_path, precision, accumulate, callbacks, extra_loss=None, steps=3):
+def _run(tmp_path, precision, accumulate, callbacks, extra_loss=None, steps=3, clip=None):
     torch.manual_seed(0)
     model = TinyRNN(extra_loss=extra_loss)
     if precision == "64-true":
@@ -51,33 +51,34 @@ def _run(tmp_path, precision, accumulate, callbacks, extra_loss=None, steps=3):
     recorder = GradRecorder()
     trainer = make_trainer(
         tmp_path, [*callbacks, recorder], max_steps=steps, precision=precision,
-        accumulate_grad_batches=accumulate,
+        accumulate_grad_batches=accumulate, gradient_clip_val=clip,
     )
     trainer.fit(model, loader(dtype=torch.float64 if precision == "64-true" else torch.float32))
     return recorder.grads, model
 
 
 @pytest.mark.parametrize(
-    "precision, accumulate, kind, tol",
+    "precision, accumulate, kind, clip, tol",
     [
-        ("64-true", 1, "frobenius", 1e-13),
-        ("64-true", 3, "frobenius", 1e-13),
-        ("64-true", 2, "srip", 1e-13),
-        ("bf16-mixed", 2, "frobenius", 1e-6),
+        ("64-true", 1, "frobenius", None, 1e-13),
+        ("64-true", 3, "frobenius", None, 1e-13),
+        ("64-true", 2, "srip", None, 1e-13),
+        ("64-true", 2, "frobenius", 0.05, 1e-13),  # clipping sees the penalty gradient too
+        ("bf16-mixed", 2, "frobenius", None, 1e-6),
     ],
-    ids=["f64", "f64-accumulate3", "f64-srip-accumulate2", "bf16-accumulate2"],
+    ids=["f64", "f64-accumulate3", "f64-srip-accumulate2", "f64-clip-accumulate2", "bf16-accumulate2"],
 )
-def test_gradients_equal_penalty_added_to_the_loss_by_hand(tmp_path, precision, accumulate, kind, tol):
+def test_gradients_equal_penalty_added_to_the_loss_by_hand(tmp_path, precision, accumulate, kind, clip, tol):
     lam, gain, targets = 0.7, 1.3, ["rnn", "encoder"]
     reg = OrthogonalRegularizer(lam, gain, kind, "sum", targets=targets, recurrent="all")
-    grads, model = _run(tmp_path, precision, accumulate, [reg])
-    ref, ref_model = _run(tmp_path, precision, accumulate, [], by_hand(lam, gain, kind, "sum", targets))
+    grads, model = _run(tmp_path, precision, accumulate, [reg], clip=clip)
+    ref, ref_model = _run(tmp_path, precision, accumulate, [], by_hand(lam, gain, kind, "sum", targets), clip=clip)
     assert len(grads) == len(ref) == 3
     for step, (g, r) in enumerate(zip(grads, ref)):
         for name in r:
             torch.testing.assert_close(g[name], r[name], rtol=tol, atol=tol, msg=f"step {step} {name}")
     # and the penalty's gradient is not negligible: it changes the gradient of the weights it acts on
-    plain, _ = _run(tmp_path, precision, accumulate, [])
+    plain, _ = _run(tmp_path, precision, accumulate, [], clip=clip)
     assert (plain[0]["rnn.weight_hh_l0"] - grads[0]["rnn.weight_hh_l0"]).abs().max() > 1e-3
     for a, b in zip(model.parameters(), ref_model.parameters()):
         torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
