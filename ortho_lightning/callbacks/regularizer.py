@@ -24,6 +24,12 @@ callback cannot change the loss, so the penalty's gradient is added to ``.grad``
   would be computed in low precision);
 - gradient clipping runs after this hook, so it sees the penalty's gradient, as it would by hand.
 
+Why not ``on_after_backward``: it runs once per micro-batch, on gradients that are still scaled by
+the GradScaler under ``16-mixed``, and under DDP it comes after the all-reduce on the last
+micro-batch only; a penalty added there would need ``1/k`` and scaler factors and is easy to
+average twice. (``16-mixed`` needs CUDA and is not exercised by the tests here; ``bf16-mixed``,
+accumulation, clipping and DDP are.)
+
 Logged: ``ortho/penalty`` (the unweighted penalty) at every optimizer step, and
 ``ortho/defect/<module>.<block>`` every ``log_every_n_steps`` steps.
 """
