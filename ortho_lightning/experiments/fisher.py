@@ -168,3 +168,34 @@ def fisher_at_init(depth: int, weights: str, width: int = 128, sigma_b: float = 
     if lr_grid:
         row["stable_lr"] = largest_stable_lr(model, x, y, list(lr_grid), lr_steps)
     return row
+
+
+def log_correlation(columns: list[str], rows: list[dict[str, Any]], figures_dir: Any,
+                    x: str = "jac_sv_max_sq", y: str = "fisher_max") -> str:
+    """Report hook: Pearson correlation of log ``y`` against log ``x`` over all measured rows
+    of each (depth, weights) group and over all groups pooled, as Markdown."""
+    from ortho_lightning.experiments.report import markdown_table
+
+    def corr(pairs: list[tuple[float, float]]) -> float:
+        if len(pairs) < 3:
+            return math.nan
+        lx = [math.log(a) for a, _ in pairs]
+        ly = [math.log(b) for _, b in pairs]
+        mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+        sxy = sum((a - mx) * (b - my) for a, b in zip(lx, ly))
+        sxx = sum((a - mx) ** 2 for a in lx)
+        syy = sum((b - my) ** 2 for b in ly)
+        return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+    def ok(r: dict[str, Any]) -> bool:
+        return all(isinstance(r.get(c), (int, float)) and r[c] > 0 for c in (x, y))
+
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for r in rows:
+        if ok(r):
+            groups.setdefault((r.get("depth"), r.get("weights")), []).append((r[x], r[y]))
+    body = [[d, w, len(p), corr(p)] for (d, w), p in sorted(groups.items(), key=str)]
+    pooled = [p for ps in groups.values() for p in ps]
+    body.append(["all", "all", len(pooled), corr(pooled)])
+    return (f"## Correlation of log {y} with log {x} (all measurements, all seeds)\n\n"
+            + markdown_table(["depth", "weights", "points", "Pearson r"], body))

@@ -14,6 +14,7 @@ What to draw is read from the ``report`` section of the experiment file saved be
           logy: false
           fit: linear                   # least-squares slope of y vs x per line, in the summary
           agg: mean                     # or median (bars: interquartile range), for heavy tails
+          scatter: false                # true: every row a dot, no aggregation or lines
       summary:                          # a table of group means +- std over seeds
         group: [depth, weights]
         columns: [sv2_mean, sv2_var]
@@ -40,7 +41,7 @@ from ortho_lightning.experiments.grid import resolve_function
 from ortho_lightning.experiments.table import ID_COLUMN, read_table
 
 FIGURE_KEYS = ("name", "x", "y", "hue", "where", "logx", "logy", "fit", "title", "xlabel",
-               "ylabel", "hline", "agg")
+               "ylabel", "hline", "agg", "scatter")
 AGGREGATES = ("mean", "median")
 LINESTYLES = ("-", "--", ":", "-.")
 
@@ -159,6 +160,13 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
         sub = [r for r in data if _key(r, hue) == hv]
         label_h = ", ".join(f"{h.split('.')[-1]}={v}" for h, v in zip(hue, hv))
         for yi, y in enumerate(ys):
+            if spec.get("scatter"):
+                pts_xy = [(r[x], r[y]) for r in sub if isinstance(r.get(x), (int, float))
+                          and isinstance(r.get(y), (int, float))]
+                ax.scatter([p[0] for p in pts_xy], [p[1] for p in pts_xy], s=10, alpha=0.7,
+                           color=colours[hi % len(colours)],
+                           marker="os^vD"[yi % 5], label=label_h or y)
+                continue
             values = _values(sub, [x], y)
             pts = sorted(((k[0], vs) for k, vs in values.items() if k[0] is not None),
                          key=lambda p: _sortable(p[0]))
@@ -171,8 +179,11 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
                 bars = [[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]]
             else:
                 stats2 = [_mean_std(vs) for _, vs in pts]
-                means, bars = [m for m, _ in stats2], [sd for _, sd in stats2]
-            has_bars = any(any(b) for b in bars) if spec.get("agg") == "median" else any(bars)
+                means = [m for m, _ in stats2]
+                # on a log axis a bar below zero would stretch the axis: clip it at 90 % of m
+                lower = [min(sd, 0.9 * m) if spec.get("logy") and m > 0 else sd for m, sd in stats2]
+                bars = [lower, [sd for _, sd in stats2]]
+            has_bars = any(any(b) for b in bars)
             label = ", ".join(s for s in (label_h, y if len(ys) > 1 else "") if s) or y
             ax.errorbar(xs, means, yerr=bars if has_bars else None, marker="o", ms=3,
                         linestyle=LINESTYLES[yi % len(LINESTYLES)], color=colours[hi % len(colours)],
