@@ -28,7 +28,6 @@ from ortho_lightning.theory.mean_field import (
     MeanField,
     correlation_map,
     correlation_slope,
-    critical_sigma_w,
     mean_field,
 )
 
@@ -41,7 +40,6 @@ __all__ = [
     "SquaredDerivativeLaw",
     "correlation_map",
     "correlation_slope",
-    "critical_sigma_w",
     "jacobian_moments",
     "jacobian_s_transform",
     "jacobian_spectrum_density",

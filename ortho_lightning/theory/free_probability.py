@@ -56,6 +56,12 @@ def _check_depth(depth: int) -> int:
     return depth
 
 
+def _check_sigma_w(sigma_w: float) -> float:
+    if not sigma_w > 0:
+        raise ConfigurationError(f"theory.free_probability: sigma_w must be > 0, got {sigma_w!r}")
+    return sigma_w
+
+
 def _derivative(fn: Activation, h: np.ndarray) -> np.ndarray:
     """phi'(h) in float64 via :func:`ortho_lightning.theory.quadrature.derivative`."""
     return derivative(fn)(torch.as_tensor(h, dtype=torch.float64)).detach().numpy()
@@ -249,6 +255,7 @@ def jacobian_moments(
     :class:`JacobianMoments`); ``q_star`` defaults to the mean-field fixed point."""
     _check_weights(weights)
     _check_depth(depth)
+    _check_sigma_w(sigma_w)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
     law = squared_derivative_law(activation, q)
     e2, e4 = law.moment(1), law.moment(2)
@@ -390,10 +397,7 @@ def jacobian_spectrum_density(
         raise ConfigurationError(
             f"theory.free_probability: grid_size must be an int >= 16, got {grid_size!r}"
         )
-    if not sigma_w > 0:
-        raise ConfigurationError(
-            f"theory.free_probability: sigma_w must be > 0, got {sigma_w!r}"
-        )
+    _check_sigma_w(sigma_w)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
     law = squared_derivative_law(activation, q, nodes=nodes)
     atoms, atom_masses = jacobian_atoms(law, sigma_w, depth, weights)

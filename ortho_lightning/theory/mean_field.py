@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -184,32 +183,4 @@ def mean_field(
         xi_q=_depth_scale(slope_q),
         xi_c=math.inf if phase == "critical" else _depth_scale(chi_c),
         phase=phase,
-    )
-
-
-def critical_sigma_w(
-    activation: str | Activation, sigma_b: float = 0.0, bracket: tuple[float, float] = (0.1, 10.0)
-) -> float:
-    """The ``sigma_w`` with chi_1(q*(sigma_w, sigma_b)) = 1 (Brent's method in ``bracket``).
-    A small solver of the theory's own; :func:`ortho_lightning.init.critical_point` is the
-    public one."""
-    from scipy.optimize import brentq
-
-    from ortho_lightning.exceptions import NoCriticalPointError
-
-    def g(sw: float) -> float:
-        q = variance_fixed_point(activation, sw, sigma_b)
-        return float(chi1(q, activation, sw)) - 1.0
-
-    lo, hi = bracket
-    grid = np.geomspace(lo, hi, 60)
-    vals = [g(s) for s in grid]
-    for a, b, fa, fb in zip(grid[:-1], grid[1:], vals[:-1], vals[1:]):
-        if fa == 0:
-            return float(a)
-        if (fa < 0) != (fb < 0):
-            return float(brentq(g, a, b, xtol=1e-14, rtol=1e-13))
-    raise NoCriticalPointError(
-        f"theory.mean_field.critical_sigma_w: chi_1 = 1 not crossed for "
-        f"{activation_name(activation)} with sigma_b={sigma_b} and sigma_w in {bracket}"
     )

@@ -13,6 +13,7 @@ from scipy import integrate
 from scipy.special import ndtr
 
 from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.init import critical_point
 from ortho_lightning.theory import (
     jacobian_moments,
     jacobian_spectrum_density,
@@ -21,8 +22,6 @@ from ortho_lightning.theory import (
     squared_derivative_law,
     wasserstein1,
 )
-from ortho_lightning.theory.mean_field import critical_sigma_w
-from ortho_lightning.theory.quadrature import variance_fixed_point
 
 SIGMA_B = math.sqrt(0.05)
 
@@ -130,8 +129,8 @@ def test_variance_grows_linearly_for_gaussian_not_for_orthogonal_linear():
 # ---------------------------------------------------------------- tanh at a critical point
 @pytest.fixture(scope="module")
 def critical():
-    sigma_w = critical_sigma_w("tanh", SIGMA_B)
-    return sigma_w, variance_fixed_point("tanh", sigma_w, SIGMA_B)
+    cp = critical_point("tanh", sigma_b=SIGMA_B)
+    return cp.sigma_w, cp.q_star
 
 
 @pytest.fixture(scope="module")

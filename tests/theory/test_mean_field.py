@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from ortho_lightning.activations import get_activation
-from ortho_lightning.exceptions import ActivationError, ConfigurationError, NoCriticalPointError
-from ortho_lightning.theory import correlation_map, critical_sigma_w, mean_field
+from ortho_lightning.exceptions import ActivationError, ConfigurationError
+from ortho_lightning.init import critical_point
+from ortho_lightning.theory import correlation_map, mean_field
 from ortho_lightning.theory.quadrature import length_map
 
 WIDTH, BATCH = 2000, 48
@@ -123,14 +124,11 @@ def test_phase(sigma_w, phase):
     assert mean_field("tanh", sigma_w, 0.1).phase == phase
 
 
-def test_critical_line():
-    # tanh, sigma_b = 0: q* = 0 and chi_1 = sigma_w^2, so the critical point is sigma_w = 1
-    assert critical_sigma_w("tanh", 0.0) == pytest.approx(1.0, abs=1e-6)
-    sw = critical_sigma_w("tanh", math.sqrt(0.05))
-    mf = mean_field("tanh", sw, math.sqrt(0.05))
+def test_phase_is_critical_at_the_init_critical_point():
+    cp = critical_point("tanh", sigma_b=math.sqrt(0.05))
+    mf = mean_field("tanh", cp.sigma_w, cp.sigma_b)
     assert mf.phase == "critical" and mf.xi_c == math.inf and mf.c_star == 1.0
-    with pytest.raises(NoCriticalPointError, match="chi_1 = 1 not crossed for relu"):
-        critical_sigma_w("relu", 0.5, bracket=(0.1, 1.0))
+    assert mf.q_star == pytest.approx(cp.q_star, rel=1e-9)
 
 
 @pytest.mark.parametrize(
