@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -154,9 +157,16 @@ def main() -> None:
         "--sections",
         default="exact,trace,topk,others",
         help="comma list: exact, trace, topk (the 784-256x8-10 MLP against the peers), "
-        "others (CNN, RNN, small MLP: structured vs generic routes)",
+        "others (CNN, RNN, small MLP: structured vs generic routes), memory (opt-in: peak RSS "
+        "of each route in a fresh process, widths 128/256/512)",
+    )
+    parser.add_argument(
+        "--memory-child", nargs=2, metavar=("ROUTE", "WIDTH"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]), args.threads)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = mlp()
@@ -174,6 +184,8 @@ def main() -> None:
     run_mlp_section(model, x, y, args, add, sections)
     if "others" in sections and not args.skip_slow:
         run_other_models(args, add)
+    if "memory" in sections:
+        run_memory(args)
     print()
     print("| task | method | seconds | other / ours | check |")
     print("|---|---|---|---|---|")
@@ -310,6 +322,53 @@ def run_other_models(args, add) -> None:
             t_p, ref = best_of(lambda m=m, xm=xm: per_sample_jacobian_route(m, xm), 1)
             check = f"max rel err top-50 {rel(ref[:50], fast[:50]):.1e}"
             add((f"exact, {name}", "per-sample Jacobian Gram route", t_p, t_p / t_s, check))
+
+
+ROUTES = {
+    "exact": lambda m, x: fisher_eigenvalues(m, x),
+    "lanczos": lambda m, x: fisher_eigenvalues(m, x, method="lanczos", k=10, tol=1e-5),
+    "per-sample": per_sample_jacobian_route,
+}
+
+
+def memory_child(route: str, width: int, threads: int) -> None:
+    """In a fresh process: peak RSS growth of one route over a warmed-up forward/backward."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model, x = mlp(width), torch.randn(64, 784)
+    model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ROUTES[route](model, x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{route},{width},{params},{peak - base:.0f}")
+
+
+def run_memory(args) -> None:
+    print("\n| route | width | P | extra peak RSS (MiB) |\n|---|---|---|---|")
+    for route in ROUTES:
+        for width in (128, 256, 512) if route != "per-sample" else (128, 256):
+            out = (
+                subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--threads",
+                        str(args.threads),
+                        "--memory-child",
+                        route,
+                        str(width),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            r, w, p, mib = out.split(",")
+            print(f"| {r} | {w} | {int(p):,} | {mib} |", flush=True)
 
 
 if __name__ == "__main__":
