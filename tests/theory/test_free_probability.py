@@ -22,6 +22,7 @@ from ortho_lightning.theory import (
     squared_derivative_law,
     wasserstein1,
 )
+from ortho_lightning.theory.simulate import random_mlp_jacobian_eigenvalues
 
 SIGMA_B = math.sqrt(0.05)
 
@@ -159,28 +160,6 @@ def test_density_integrates_to_one_and_matches_closed_moments(spectra, critical,
     assert bool((spec.density >= 0).all())
 
 
-def _draw_jacobian_spectra(weights, depths, sigma_w, q, width, gen):
-    """Eigenvalues of J J^T at one input on the fixed point, J = D_L W_L ... D_1 W_1 built
-    by explicit float64 products, recorded at each depth in ``depths``."""
-    x = torch.randn(width, generator=gen, dtype=torch.float64)
-    x = x / x.norm() * math.sqrt(width * (q - SIGMA_B**2) / sigma_w**2)  # h_1 has variance q*
-    jac = torch.eye(width, dtype=torch.float64)
-    out = {}
-    for layer in range(1, max(depths) + 1):
-        a = torch.randn(width, width, generator=gen, dtype=torch.float64)
-        if weights == "orthogonal":
-            qm, r = torch.linalg.qr(a)
-            w = sigma_w * qm * torch.sign(torch.diagonal(r))  # Haar
-        else:
-            w = sigma_w * a / math.sqrt(width)
-        h = w @ x + SIGMA_B * torch.randn(width, generator=gen, dtype=torch.float64)
-        jac = (1 - torch.tanh(h) ** 2)[:, None] * (w @ jac)
-        x = torch.tanh(h)
-        if layer in depths:
-            out[layer] = torch.linalg.eigvalsh(jac @ jac.T)
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("weights", ["orthogonal", "gaussian"])
 def test_prediction_matches_wide_tanh_network(spectra, critical, weights):
@@ -189,7 +168,10 @@ def test_prediction_matches_wide_tanh_network(spectra, critical, weights):
     sit within 3 floors of the pooled pair, and within 5 floors of each draw."""
     sigma_w, q = critical
     gen = torch.Generator().manual_seed(1234)
-    draws = [_draw_jacobian_spectra(weights, (8, 32), sigma_w, q, 1000, gen) for _ in range(2)]
+    draws = [
+        random_mlp_jacobian_eigenvalues("tanh", sigma_w, SIGMA_B, q, (8, 32), 1000, weights, gen)
+        for _ in range(2)
+    ]
     for depth in (8, 32):
         spec = spectra[(weights, depth)]
         e1, e2 = draws[0][depth], draws[1][depth]
