@@ -27,8 +27,10 @@ OutputFn = Callable[[object], Tensor]
 def measuring(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
     """Put ``model`` in eval mode (if asked) for the block, and restore every submodule's own
     ``training`` flag afterwards, even on error. Batch norm left in training mode (with
-    ``eval_mode=False``) is refused: it couples samples and mutates running statistics."""
+    ``eval_mode=False``) is refused: it couples samples and mutates running statistics.
+    Autocast is switched off for the block (spectra in the parameters' own precision)."""
     modes = [(m, m.training) for m in model.modules()]
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
     if eval_mode:
         model.eval()
     coupled = [
@@ -43,7 +45,9 @@ def measuring(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
             "measure with eval_mode=True"
         )
     try:
-        yield
+        # measured in the parameters' own precision, even inside a mixed-precision region
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
     finally:
         for m, mode in modes:
             m.training = mode
@@ -122,3 +126,8 @@ def check_choice(value: object, name: str, accepted: tuple[str, ...] | list[str]
     if value not in accepted:
         raise ConfigurationError(f"{name} must be one of {sorted(accepted)}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def linalg_ready(t: Tensor) -> Tensor:
+    """``t`` in at least float32 (LAPACK has no half-precision kernels)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.to(torch.float32)

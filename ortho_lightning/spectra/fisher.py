@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
-from ortho_lightning.spectra._common import OutputFn, check_batch, check_choice, measuring
+from ortho_lightning.spectra._common import (
+    OutputFn,
+    check_batch,
+    check_choice,
+    linalg_ready,
+    measuring,
+)
 from ortho_lightning.spectra.gram import BUDGET, fisher_gram
 from ortho_lightning.spectra.lanczos import gaussian_density, lanczos_topk, slq_nodes
 from ortho_lightning.spectra.likelihoods import LIKELIHOODS
@@ -88,7 +94,11 @@ def fisher_eigenvalues(
         if method == "exact":
             gram = fisher_gram(model, x, likelihood, output_fn=output_fn, chunk_size=chunk_size)
             p = sum(q.numel() for q in model.parameters() if q.requires_grad)
-            values = torch.linalg.eigvalsh(gram).flip(0)[: min(gram.shape[0], p)].clamp_min(0)
+            values = (
+                torch.linalg.eigvalsh(linalg_ready(gram))
+                .flip(0)[: min(gram.shape[0], p)]
+                .clamp_min(0)
+            )
             return values if k is None else values[:k]
         op = _operator(model, x, likelihood, output_fn, eval_mode)
         num_params = op.shape[0] if isinstance(op, FisherOperator) else op.num_params

@@ -26,6 +26,7 @@ from ortho_lightning.spectra._common import (
     check_batch,
     check_choice,
     has_recurrent,
+    linalg_ready,
     measuring,
 )
 
@@ -77,7 +78,7 @@ def batch_jacobian(
 
 
 def _svdvals(jac: Tensor) -> Tensor:
-    return torch.linalg.svdvals(jac)
+    return torch.linalg.svdvals(linalg_ready(jac))
 
 
 def _params(model: nn.Module) -> dict[str, Tensor]:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.matrices import matrix_blocks
+from ortho_lightning.spectra._common import linalg_ready
 
 
 def conv_operator_singular_values(kernel: Tensor, input_shape: Sequence[int]) -> Tensor:
@@ -34,7 +35,7 @@ def conv_operator_singular_values(kernel: Tensor, input_shape: Sequence[int]) ->
             f"conv_input_shape {shape} is smaller than the kernel {tuple(kernel.shape[2:])}"
         )
     dims = tuple(range(2, 2 + spatial))
-    freq = torch.fft.fftn(kernel.detach(), s=shape, dim=dims)  # (out, in, *shape)
+    freq = torch.fft.fftn(linalg_ready(kernel.detach()), s=shape, dim=dims)  # (out, in, *shape)
     blocks = freq.permute(*range(2, 2 + spatial), 0, 1).reshape(-1, *kernel.shape[:2])
     return torch.linalg.svdvals(blocks).reshape(-1).sort(descending=True).values
 
@@ -53,7 +54,7 @@ def weight_spectra(
         if conv_input_shape is not None and isinstance(module, nn.modules.conv._ConvNd):
             out[block.label] = conv_operator_singular_values(weight, conv_input_shape)
         else:
-            out[block.label] = torch.linalg.svdvals(block.matrix(module).detach())
+            out[block.label] = torch.linalg.svdvals(linalg_ready(block.matrix(module).detach()))
     return out
 
 
@@ -84,7 +85,7 @@ def weight_singular_values(
                     f"conv_input_shape needs a conv kernel (out, in, *k), got shape {tuple(w.shape)}"
                 )
             return conv_operator_singular_values(w, conv_input_shape)
-        return torch.linalg.svdvals(w.flatten(1))
+        return torch.linalg.svdvals(linalg_ready(w.flatten(1)))
     if not isinstance(weight_or_module, nn.Module):
         raise ConfigurationError(
             f"expected a Tensor or an nn.Module, got {type(weight_or_module).__name__}"

@@ -239,3 +239,13 @@ def test_spectral_density_in_parameter_space_matches_exact():
     exact = exact / (eigs.numel() * sigma * (2 * torch.pi) ** 0.5)
     assert abs(float(torch.trapezoid(dens, g)) - 1) < 1e-4
     assert float(torch.trapezoid((dens - exact).abs(), g)) < 0.15
+
+
+def test_measured_in_full_precision_inside_autocast():
+    torch.manual_seed(0)
+    model, x = build("mlp")
+    model, x = model.float(), x.float()
+    ref = fisher_eigenvalues(model, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fisher_eigenvalues(model, x)
+    torch.testing.assert_close(got, ref)

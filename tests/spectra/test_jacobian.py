@@ -212,3 +212,12 @@ def test_train_mode_batch_norm_is_refused(call):
     ):
         call(model.train(), x)
     assert model.training
+
+
+def test_half_precision_model_gives_float32_values():
+    torch.manual_seed(0)
+    model, x = build("mlp")
+    ref = jacobian_singular_values(model, x)
+    got = jacobian_singular_values(model.to(torch.bfloat16), x.to(torch.bfloat16))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=5e-2, atol=5e-2)
