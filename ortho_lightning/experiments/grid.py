@@ -11,6 +11,8 @@ An experiment file looks like::
       depth: [4, 16, 64]
       weights: [gaussian, orthogonal]
     seed: [0, 1]                        # an axis of its own, always last
+    test: false                         # recipe cells: also run trainer.test after fit
+    description: ...                    # shown at the top of the report
     report: {figures: [...]}            # read by ``experiments.report``
 
 An axis may also list *variants*: mappings with a ``name`` and the parameters they set, for arms
@@ -49,7 +51,7 @@ from ortho_lightning.exceptions import ConfigurationError
 
 KINDS = ("function", "recipe")
 TOP_LEVEL_KEYS = ("name", "description", "kind", "function", "recipe", "base", "axes", "seed",
-                  "fit_args", "test", "report")
+                  "test", "report")
 
 
 @dataclass(frozen=True)
