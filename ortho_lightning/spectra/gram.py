@@ -244,7 +244,9 @@ def structured_factors(
                 new_out, cap.pieces = result
                 return new_out
             cap.pieces = [_linear_or_conv_piece(cap, args[0].detach(), out)]
-            return None
+            # hand the rest of the model a copy: an in-place op downstream (ReLU(inplace=True))
+            # would otherwise overwrite the captured node and silently change its gradient
+            return out.clone()
 
         return fn
 

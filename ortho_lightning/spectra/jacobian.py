@@ -187,7 +187,7 @@ def layer_jacobian_singular_values(
         if replacement is None:
             state["h0"] = _tensor_output(out, start).detach()
             return out
-        return replacement
+        return replacement.clone()  # downstream in-place ops must not write into the variable
 
     def end_hook(module: nn.Module, args: tuple, out: object) -> None:
         if not state.get("started"):

@@ -117,6 +117,15 @@ def build(kind: str, act: str = "tanh") -> tuple[nn.Module, torch.Tensor]:
         return DeepRecurrent(kind[:-1]), torch.randn(3, 4, 3)
     if kind == "GRU-bidirectional":
         return DeepRecurrent("GRU", bidirectional=True), torch.randn(3, 4, 3)
+    if kind == "inplace":
+        model = nn.Sequential(
+            nn.Linear(5, 6),
+            nn.ReLU(inplace=True),
+            nn.Linear(6, 6),
+            nn.ReLU(inplace=True),
+            nn.Linear(6, 3),
+        )
+        return model, torch.randn(4, 5)
     if kind == "seqlinear":
         return SeqLinear(), torch.randn(3, 5, 3)
     if kind == "shared":

@@ -22,6 +22,7 @@ CASES = [
     ("LSTM", "tanh", "auto"),
     ("GRU", "tanh", "auto"),
     ("norm_dropout", "tanh", "auto"),
+    ("inplace", "relu", "auto"),
     ("parametrized", "tanh", "auto"),
 ]
 
@@ -76,6 +77,16 @@ def test_layer_to_layer_matches_the_sub_network():
     sv = layer_jacobian_singular_values(model, x, "1", "4")
     hidden = model[:2](x)
     ref = dense_jacobian_sv(model[2:5], hidden)
+    torch.testing.assert_close(sv, ref)
+
+
+def test_layer_to_layer_with_inplace_activation_after_start():
+    torch.manual_seed(2)
+    model, x = build("inplace")  # 0 Linear, 1 ReLU(inplace), 2 Linear, 3 ReLU(inplace), 4 Linear
+    sv = layer_jacobian_singular_values(model, x, "0", "3")
+    with torch.no_grad():
+        hidden = model[:1](x)
+    ref = dense_jacobian_sv(lambda h: model[1:4](h.clone()), hidden)
     torch.testing.assert_close(sv, ref)
 
 
