@@ -152,7 +152,7 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
     import matplotlib.pyplot as plt
 
     data = filter_rows(rows, spec.get("where"))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     fits = []
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     hue_values = sorted({_key(r, hue) for r in data}, key=lambda k: [_sortable(v) for v in k])
@@ -197,13 +197,17 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
         ax.axhline(float(spec["hline"]), color="grey", lw=0.8, ls=":")
     if spec.get("logx"):
         ax.set_xscale("log")
+        xs_all = sorted({r[x] for r in data if isinstance(r.get(x), (int, float)) and r[x] > 0})
+        if 1 < len(xs_all) <= 12:  # label the grid's own x values, not powers of ten
+            ax.set_xticks(xs_all, [f"{v:g}" for v in xs_all])
+            ax.minorticks_off()
     if spec.get("logy"):
         ax.set_yscale("log")
     ax.set_xlabel(spec.get("xlabel", x))
     ax.set_ylabel(spec.get("ylabel", ys[0] if len(ys) == 1 else "value"))
     ax.set_title(spec.get("title", spec["name"]), fontsize=10)
     if hue_values and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     return save_figure(fig, out_dir, spec["name"]), fits
 
