@@ -90,9 +90,9 @@ def _linear_or_conv_piece(cap: _Capture, a: Tensor, out: Tensor) -> Piece:
     m = cap.module
     names = [cap.prefix + k for k, _ in m.named_parameters(recurse=False)]
     if isinstance(m, nn.Linear):
-        return Piece(
-            a.reshape(a.shape[0], -1, a.shape[-1]), [out], "blo", m.bias is not None, names
-        )
+        # a copy: a later in-place op on the layer's input (h += ...) must not reach it
+        a = a.reshape(a.shape[0], -1, a.shape[-1]).clone()
+        return Piece(a, [out], "blo", m.bias is not None, names)
     if isinstance(m, nn.Conv1d):
         a = a.unsqueeze(2)
         kernel, dil = (1, *m.kernel_size), (1, *m.dilation)
