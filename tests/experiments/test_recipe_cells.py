@@ -9,7 +9,6 @@ from ortho_lightning.experiments.table import read_table
 
 
 @pytest.mark.mnist
-@pytest.mark.slow
 def test_recipe_grid_trains_and_tabulates_lightning_metrics(tmp_path, mnist_dir):
     recipe = {
         "model": {"class_path": "ortho_lightning.models.MLPClassifier",
