@@ -1,8 +1,9 @@
 """Theory to hold beside measurements: mean-field signal propagation (length and correlation
 maps, q*, c*, chi_1, depth scales, phase), free-probability densities of the squared
 singular values of a wide network's input-output Jacobian (point masses apart), their
-closed-form moments, and the Wasserstein-1 distance between measured eigenvalues and a
-prediction. Pure torch / numpy / scipy: no Lightning.
+closed-form moments, the first moments of the single-input Fisher spectrum, a phase-diagram
+figure, a Monte-Carlo reference MLP, and the Wasserstein-1 distance between measured
+eigenvalues and a prediction. Pure torch / numpy / scipy: no Lightning.
 
     from ortho_lightning.theory import mean_field, jacobian_spectrum_density, wasserstein1
     spectrum = jacobian_spectrum_density("tanh", sigma_w, sigma_b, depth=32, weights="orthogonal")
@@ -11,6 +12,7 @@ prediction. Pure torch / numpy / scipy: no Lightning.
 """
 
 from ortho_lightning.theory.distance import wasserstein1
+from ortho_lightning.theory.fisher import FisherMoments, fisher_moments
 from ortho_lightning.theory.free_probability import (
     WEIGHT_LAWS,
     JacobianMoments,
@@ -30,20 +32,26 @@ from ortho_lightning.theory.mean_field import (
     correlation_slope,
     mean_field,
 )
+from ortho_lightning.theory.phase_diagram import phase_diagram
+from ortho_lightning.theory.simulate import random_mlp_jacobian_eigenvalues
 
 __all__ = [
     "PHASES",
     "WEIGHT_LAWS",
+    "FisherMoments",
     "JacobianMoments",
     "MeanField",
     "SpectralDensity",
     "SquaredDerivativeLaw",
     "correlation_map",
     "correlation_slope",
+    "fisher_moments",
     "jacobian_moments",
     "jacobian_s_transform",
     "jacobian_spectrum_density",
     "mean_field",
+    "phase_diagram",
+    "random_mlp_jacobian_eigenvalues",
     "s_transform_derivative",
     "s_transform_weights",
     "squared_derivative_law",
