@@ -160,7 +160,6 @@ def test_density_integrates_to_one_and_matches_closed_moments(spectra, critical,
     assert bool((spec.density >= 0).all())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["orthogonal", "gaussian"])
 def test_prediction_matches_wide_tanh_network(spectra, critical, weights):
     """Width 1000, depths 8 and 32 (one network per draw, the depth-8 spectrum taken from the
