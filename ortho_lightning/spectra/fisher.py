@@ -78,9 +78,10 @@ def fisher_eigenvalues(
         eval_mode: measure in eval mode and restore the modes after.
 
     Returns:
-        1-d tensor, descending, >= 0. ``exact``: ``min(N*C, P)`` values (or ``k``); the other
-        P - N*C eigenvalues of F are zero, and for categorical N of the returned ones are zero
-        up to rounding (each H_i has the null vector 1). ``lanczos``: ``k`` values.
+        1-d tensor, descending, >= 0. ``exact``: ``min(N*C, P)`` values, or the top ``k``
+        (zero-padded past N*C: the other P - N*C eigenvalues of F are zero); for categorical,
+        N of the N*C are zero up to rounding (each H_i has the null vector 1). ``lanczos``:
+        ``k`` values (zero-padded past the operator's size).
     """
     _check(model, x, likelihood)
     check_choice(method, "method", EIGEN_METHODS)
@@ -88,22 +89,20 @@ def fisher_eigenvalues(
         raise ConfigurationError(
             "method='lanczos' needs k (the number of top eigenvalues), got None"
         )
+    num_params = sum(q.numel() for q in model.parameters() if q.requires_grad)
     if k is not None:
         _positive_int(k, "k")
+        if k > num_params:
+            raise ConfigurationError(f"k={k} exceeds the number of parameters P={num_params}")
     with measuring(model, eval_mode):
         if method == "exact":
             gram = fisher_gram(model, x, likelihood, output_fn=output_fn, chunk_size=chunk_size)
-            p = sum(q.numel() for q in model.parameters() if q.requires_grad)
-            values = (
-                torch.linalg.eigvalsh(linalg_ready(gram))
-                .flip(0)[: min(gram.shape[0], p)]
-                .clamp_min(0)
-            )
-            return values if k is None else values[:k]
+            values = torch.linalg.eigvalsh(linalg_ready(gram)).flip(0).clamp_min(0)
+            values = values[: min(gram.shape[0], num_params)]
+            if k is None:
+                return values
+            return torch.cat([values[:k], values.new_zeros(max(0, k - values.numel()))])
         op = _operator(model, x, likelihood, output_fn, eval_mode)
-        num_params = op.shape[0] if isinstance(op, FisherOperator) else op.num_params
-        if k > num_params:
-            raise ConfigurationError(f"k={k} exceeds the number of parameters P={num_params}")
         top = lanczos_topk(
             op.matvec,
             op.shape[0],

@@ -251,3 +251,12 @@ def test_measured_in_full_precision_inside_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = fisher_eigenvalues(model, x)
     torch.testing.assert_close(got, ref)
+
+
+def test_exact_k_beyond_n_times_c_is_zero_padded():
+    torch.manual_seed(0)
+    model, x = build("mlp")  # N*C = 12 < P = 99
+    got = fisher_eigenvalues(model, x, k=20)
+    ref = _dense_eigs(model, x, "categorical")
+    assert got.shape == (20,)
+    torch.testing.assert_close(got, ref[:20].clamp_min(0), rtol=1e-8, atol=1e-12)
