@@ -35,3 +35,35 @@ def test_float32_result_is_orthogonal():
     Q = skew_expm(_skew((128, 128), 2.0, torch.float32))
     assert Q.dtype == torch.float32
     assert (Q.T @ Q - torch.eye(128)).abs().max() < 5e-6
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (3, 10, 10)], ids=["single", "batched"])
+def test_torch_func_jvp_vjp_and_vmap_match_matrix_exp(shape):
+    X, E, G = _skew(shape, 1.0), _skew(shape, 1.0), torch.randn(shape, dtype=torch.float64)
+    _, tangent = torch.func.jvp(skew_expm, (X,), (E,))
+    _, tangent_ref = torch.func.jvp(torch.linalg.matrix_exp, (X,), (E,))
+    torch.testing.assert_close(tangent, tangent_ref, rtol=0, atol=1e-12)
+    (cotangent,) = torch.func.vjp(skew_expm, X)[1](G)
+    (cotangent_ref,) = torch.func.vjp(torch.linalg.matrix_exp, X)[1](G)
+    torch.testing.assert_close(cotangent, cotangent_ref, rtol=0, atol=1e-12)
+    stacked = torch.stack([X, 2 * X])
+    torch.testing.assert_close(torch.vmap(skew_expm)(stacked), torch.linalg.matrix_exp(stacked))
+
+
+def test_spectra_differentiate_through_an_expm_constrained_rnn():
+    """The monitors apply torch.func to constrained models: the Jacobian through a
+    triv="expm" RNN equals the dense autograd Jacobian."""
+    from torch import nn
+
+    from ortho_lightning.constraints import orthogonalize
+    from ortho_lightning.spectra import jacobian_singular_values
+
+    rnn = nn.RNN(3, 6, batch_first=True).double()
+    orthogonalize(rnn, "weight_hh_l0", triv="expm")
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    last_state = lambda inp: rnn(inp)[0][:, -1]  # noqa: E731
+    measured = jacobian_singular_values(rnn, x, output_fn=lambda out: out[0][:, -1])
+    for i in range(2):
+        dense = torch.autograd.functional.jacobian(lambda v: last_state(v[None])[0], x[i])
+        reference = torch.linalg.svdvals(dense.reshape(6, -1))
+        torch.testing.assert_close(measured[i], reference, rtol=1e-10, atol=1e-12)
