@@ -4,7 +4,7 @@ and M share their non-zero eigenvalues. Never forms anything P long per row wher
 it.
 
 Structured route (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` with plain, trainable, unshared
-weights, ``groups=1``, zero padding; unidirectional ``nn.RNN``/``LSTM``/``GRU`` without
+weights, ``groups=1``, zero padding, called once on a batch-first input; unidirectional ``nn.RNN``/``LSTM``/``GRU`` without
 projection, re-run unrolled so each recurrent matrix is a Linear map over the time steps, see
 :mod:`ortho_lightning.spectra.recurrent`): the row of G for one such layer is the outer product
 (summed over positions l) of the back-propagated output gradient delta_{i,c,l} and the layer
@@ -243,6 +243,9 @@ def structured_factors(
                     return None
                 new_out, cap.pieces = result
                 return new_out
+            if not (isinstance(out, Tensor) and out.dim() >= 2 and out.shape[0] == n):
+                cap.failed = True  # not batch-first (or unbatched): the generic route decides
+                return None
             cap.pieces = [_linear_or_conv_piece(cap, args[0].detach(), out)]
             # hand the rest of the model a copy: an in-place op downstream (ReLU(inplace=True))
             # would otherwise overwrite the captured node and silently change its gradient

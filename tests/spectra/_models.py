@@ -77,6 +77,19 @@ class SeqLinear(nn.Module):
         return self.fc(torch.tanh(self.proj(x)).flatten(1))
 
 
+class TimeMajorLinear(nn.Module):
+    """A Linear applied to a time-major (T, N, I) tensor: not batch-first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3, 4)
+        self.fc = nn.Linear(4 * 5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.proj(x.transpose(0, 1))).transpose(0, 1)
+        return self.fc(h.flatten(1))
+
+
 class Shared(nn.Module):
     """One Linear called twice (weight sharing: not the structured route)."""
 
@@ -126,6 +139,8 @@ def build(kind: str, act: str = "tanh") -> tuple[nn.Module, torch.Tensor]:
             nn.Linear(6, 3),
         )
         return model, torch.randn(4, 5)
+    if kind == "timemajor":
+        return TimeMajorLinear(), torch.randn(3, 5, 3)
     if kind == "seqlinear":
         return SeqLinear(), torch.randn(3, 5, 3)
     if kind == "shared":

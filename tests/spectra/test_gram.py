@@ -33,9 +33,26 @@ def _dense_dual(model, x, likelihood):
     return g, g @ g.T / x.shape[0]
 
 
-@pytest.mark.parametrize(
-    "kind", ["mlp", "cnn", "cnn1d", "seqlinear", "shared", "RNN", "parametrized"]
-)
+GRAM_KINDS = [
+    "mlp",
+    "cnn",
+    "cnn1d",
+    "seqlinear",
+    "timemajor",
+    "inplace",
+    "shared",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "LSTM2",
+    "GRU2",
+    "RNN2",
+    "GRU-bidirectional",
+    "parametrized",
+]
+
+
+@pytest.mark.parametrize("kind", GRAM_KINDS)
 @pytest.mark.parametrize("likelihood", ["categorical", "gaussian"])
 def test_structured_and_generic_routes_give_the_same_spectrum(kind, likelihood):
     torch.manual_seed(7)
@@ -81,6 +98,7 @@ def test_diagonal_sums_to_the_trace():
         ("shared", 2, ["mid.weight", "mid.bias"]),
         ("parametrized", 2, ["2.bias", "2.parametrizations.weight.original"]),
         ("LSTM", 3, []),  # unrolled: W_ih and W_hh as Linear maps over time steps, plus fc
+        ("timemajor", 1, ["proj.weight", "proj.bias"]),  # not batch-first: generic route
         ("GRU2", 5, []),
         (
             "GRU-bidirectional",
