@@ -23,6 +23,7 @@ the continuous part, never as a spike on the grid.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ def squared_derivative_law(
     # 1) atoms: runs of a fine uniform grid on which phi'^2 is constant
     u = np.linspace(-12.0, 12.0, 24001)
     d2 = _derivative(fn, s * u) ** 2
-    same = np.abs(np.diff(d2)) <= _ATOM_TOL * np.maximum(1.0, np.abs(d2[:-1]))
+    same = np.abs(np.diff(d2)) <= _ATOM_TOL * np.abs(d2[:-1])  # relative: 0 only equals 0
     atoms: dict[float, float] = {}
     intervals: list[tuple[float, float]] = []
     j = 0
@@ -145,6 +146,7 @@ def squared_derivative_law(
         probs = probs * (1.0 - atom_mass) / probs.sum()
     else:
         values, probs = values[:0], probs[:0]
+    atoms = {a: p for a, p in atoms.items() if p > 1e-12}  # e.g. phi' underflowing to 0
     loc = np.array(sorted(atoms), dtype=float)
     mass = np.array([atoms[a] for a in sorted(atoms)], dtype=float)
     mass = mass / (mass.sum() + probs.sum())  # exact total 1
@@ -156,7 +158,7 @@ def _edge(fn: Activation, s: float, value: float, outside: float, inside: float)
     for _ in range(60):
         mid = 0.5 * (outside + inside)
         d = _derivative(fn, np.array([s * mid]))[0] ** 2
-        if abs(d - value) <= _ATOM_TOL * max(1.0, abs(value)):
+        if abs(d - value) <= _ATOM_TOL * abs(value):
             inside = mid
         else:
             outside = mid
@@ -420,9 +422,19 @@ def jacobian_spectrum_density(
     quad_w = quad_w / grid_size
     edges = top * np.sin(np.arange(grid_size + 1) / grid_size * (math.pi / 2)) ** grid_power
     density = logx.continue_density(grid, zeta_top, eps, atoms, atom_masses)
-    return SpectralDensity(
-        t(grid), t(density), t(quad_w), t(edges), t(atoms), t(atom_masses)
-    )
+    spec = SpectralDensity(t(grid), t(density), t(quad_w), t(edges), t(atoms), t(atom_masses))
+    total = spec.continuous_mass + float(atom_masses.sum())
+    if abs(total - 1.0) > 1e-3:
+        warnings.warn(
+            f"theory.jacobian_spectrum_density: the predicted law of {activation_name(activation)}"
+            f" ({weights}, depth {depth}) has mass {total:.4f}, not 1: the Newton continuation "
+            "missed part of the support (e.g. several separated bulks, as when phi'^2 takes a "
+            "few distinct values like leaky_relu's); moments and atoms are still exact, "
+            "the density is not complete",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return spec
 
 
 class _LogX:

@@ -90,6 +90,22 @@ def test_hardtanh_zero_atom_is_the_saturated_mass():
     assert float(spec.atom_masses[0]) == pytest.approx(zero, abs=1e-9)
 
 
+def test_incomplete_support_warns():
+    """leaky_relu: phi'^2 in {0.01^2, 1}, the spectrum has separated bulks that the
+    continuation from the top edge does not all reach; the function says so."""
+    with pytest.warns(RuntimeWarning, match=r"has mass \d\.\d{4}, not 1"):
+        spec = jacobian_spectrum_density("leaky_relu", math.sqrt(2), 0.0, 3, "orthogonal",
+                                         q_star=1.0, grid_size=400)
+    # the atoms (none: masses 1/2 + 1/2 do not exceed 1) are still exact
+    assert spec.atoms.numel() == 0
+
+
+def test_erf_has_no_spurious_atom():
+    # erf'^2 = (4 / pi) exp(-2 h^2) is tiny but never constant on [-12, 12] sqrt(q)
+    law = squared_derivative_law("erf", 1.0)
+    assert law.atoms.size == 0
+
+
 @pytest.mark.parametrize("m", [0.3, 2.0, complex(0.5, -0.7)], ids=["m0.3", "m2", "complex"])
 def test_s_transforms_closed_forms(m):
     # Bernoulli(p) law of D^2 (relu): M(z) = p z / (1 - z), so S(m) = (1 + m) / (p + m)
