@@ -27,6 +27,9 @@ from ortho_lightning.spectra.likelihoods import LIKELIHOODS
 from ortho_lightning.spectra.operators import DualFisherOperator, FisherOperator
 
 EIGEN_METHODS = ("exact", "lanczos")
+#: ``exact`` builds the P x P Fisher instead of the N*C x N*C dual when P < N*C and P is at
+#: most this (a tiny model on a large batch); otherwise always the dual.
+PRIMAL_MAX = 4096
 TRACE_METHODS = ("exact", "hutchinson")
 
 
@@ -65,8 +68,9 @@ def fisher_eigenvalues(
         x: (N, ...) batch.
         likelihood: ``"categorical"`` or ``"gaussian"``.
         method: ``"exact"``: every eigenvalue of F that can be non-zero, from the
-            (N*C x N*C) dual Gram matrix (never P x P; structured per-layer Gram for
-            Linear/Conv, bounded-memory torch.func fallback elsewhere); ``"lanczos"``: the
+            (N*C x N*C) dual Gram matrix (structured per-layer Gram for Linear/Conv/RNN,
+            bounded-memory torch.func fallback elsewhere; the P x P Fisher only when it is the
+            smaller one and P <= ``PRIMAL_MAX``, from P Fisher-vector products); ``"lanczos"``: the
             top ``k`` by Lanczos on matrix-free Fisher-vector products (jvp + vjp, linear in P),
             for when N*C is too large for a dense Gram.
         k: number of eigenvalues (required for lanczos; for exact, keeps the top k).
@@ -96,7 +100,11 @@ def fisher_eigenvalues(
             raise ConfigurationError(f"k={k} exceeds the number of parameters P={num_params}")
     with measuring(model, eval_mode):
         if method == "exact":
-            gram = fisher_gram(model, x, likelihood, output_fn=output_fn, chunk_size=chunk_size)
+            if num_params <= PRIMAL_MAX and _primal_is_smaller(model, x, output_fn):
+                op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=False)
+                gram = _dense_primal(op)
+            else:
+                gram = fisher_gram(model, x, likelihood, output_fn=output_fn, chunk_size=chunk_size)
             values = torch.linalg.eigvalsh(linalg_ready(gram)).flip(0).clamp_min(0)
             values = values[: min(gram.shape[0], num_params)]
             if k is None:
@@ -116,15 +124,27 @@ def fisher_eigenvalues(
         return torch.cat([top, top.new_zeros(k - top.numel())])
 
 
+def _primal_is_smaller(model: nn.Module, x: Tensor, output_fn: OutputFn | None) -> bool:
+    """Whether P < N*C (one no-grad forward to count the outputs)."""
+    with torch.no_grad():
+        out = output_fn(model(x)) if output_fn is not None else model(x)
+    rows = out.numel() if isinstance(out, Tensor) else 0
+    return 0 < sum(p.numel() for p in model.parameters() if p.requires_grad) < rows
+
+
+def _dense_primal(op: FisherOperator, block: int = 256) -> Tensor:
+    """The P x P Fisher from P Fisher-vector products (only used when P < N*C and small)."""
+    size = op.shape[0]
+    eye = torch.eye(size, dtype=op.dtype, device=op.device)
+    dense = torch.cat([op.matmat(eye[:, i : i + block]) for i in range(0, size, block)], dim=1)
+    return (dense + dense.T) / 2
+
+
 def _operator(
     model: nn.Module, x: Tensor, likelihood: str, output_fn: OutputFn | None, eval_mode: bool
 ) -> FisherOperator | DualFisherOperator:
     """The smaller of the Fisher (P x P) and its dual (N*C x N*C) as an operator."""
-    with torch.no_grad():
-        out = output_fn(model(x)) if output_fn is not None else model(x)
-    rows = out.numel() if isinstance(out, Tensor) else 0
-    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if 0 < rows <= num_params:
+    if not _primal_is_smaller(model, x, output_fn):
         return DualFisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=eval_mode)
     return FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=eval_mode)
 
