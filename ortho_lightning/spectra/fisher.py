@@ -164,7 +164,7 @@ def fisher_trace(
     """tr F, a 0-d tensor.
 
     ``exact``: the trace of the dual Gram (1/N) sum_{i,c} ||J_i^T S_i[:, c]||^2 from its
-    diagonal only (structured for Linear/Conv layers). ``hutchinson``: the unbiased estimate
+    diagonal only (structured for Linear/Conv/RNN layers). ``hutchinson``: the unbiased estimate
     (1/N) mean_u ||J^T S u||^2 over ``num_probes`` Rademacher vectors u in output space, one
     vjp each (vmapped in chunks of ``chunk_size``), seeded by ``seed``.
     """
@@ -224,8 +224,8 @@ def spectral_density(
             raise ShapeError(
                 f"grid must be a 1-d tensor of >= 2 points, got shape {tuple(grid.shape)}"
             )
-    else:
-        _positive_int(grid, "grid")
+    elif isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
+        raise ConfigurationError(f"grid must be a 1-d tensor or an int >= 2, got {grid!r}")
     if sigma is not None and not sigma > 0:
         raise ConfigurationError(f"sigma must be > 0, got {sigma!r}")
     with measuring(model, eval_mode):
