@@ -195,6 +195,7 @@ ERRORS = [
         "num_probes must be",
     ),
     (lambda m, x: spectral_density(m, x, grid=torch.zeros(2, 2)), ShapeError, "grid must be a 1-d"),
+    (lambda m, x: spectral_density(m, x, grid=1), ConfigurationError, "or an int >= 2"),
     (lambda m, x: spectral_density(m, x, sigma=0.0), ConfigurationError, "sigma must be > 0"),
     (
         lambda m, x: spectral_density(m, x, lanczos_steps=0),
