@@ -19,7 +19,9 @@ Guarantees (each tested in ``tests/callbacks/test_monitors.py``):
 
 Where values go: scalars to every logger's ``log_metrics`` at ``trainer.global_step`` and into
 ``trainer.callback_metrics`` (so ``EarlyStopping``/``ModelCheckpoint`` can watch e.g.
-``spectra/jacobian/max`` in single-process runs), and onto the callback as ``last_summary``.
+``spectra/jacobian/max``), and onto the callback as ``last_summary``. Under DDP these keys exist
+on rank zero only (sharing them would be a collective), so there do not let ``EarlyStopping`` or
+``ModelCheckpoint`` watch them.
 ``pl_module.log`` is not used on purpose: it is illegal in ``on_fit_start``/``on_train_start``
 (the init measurement), it only reaches the loggers every ``log_every_n_steps`` batches (so a
 measurement at another step would be silently dropped), and under DDP a rank-zero-only

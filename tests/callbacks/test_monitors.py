@@ -24,6 +24,7 @@ from ortho_lightning.callbacks import (
     OrthogonalInit,
     WeightSpectrumMonitor,
 )
+from ortho_lightning.callbacks._monitor_base import default_input
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
 from tests._ddp import run_ddp_script
 from tests._wandb import history, offline_runs
@@ -289,23 +290,41 @@ def test_a_failing_measurement_warns_and_the_next_cadence_tries_again(tmp_path, 
 
 
 # ------------------------------------------------------------------------ other entry points
-def test_validate_test_predict_work_with_monitors_attached_in_bf16(tmp_path):
+def test_epoch_cadence_and_validate_test_predict_with_monitors_attached_in_bf16(tmp_path):
     monitors = [
         JacobianSpectrumMonitor(every_n_steps=1, probe_size=4),
-        FisherSpectrumMonitor(every_n_steps=1, every_n_epochs=None, probe_size=4),
-        WeightSpectrumMonitor(every_n_steps=1),
+        FisherSpectrumMonitor(probe_size=4),  # default: every epoch
+        WeightSpectrumMonitor(every_n_steps=3, every_n_epochs=2),
     ]
     model = TinyNet()
-    fit = trainer(tmp_path, monitors, max_steps=2, precision="bf16-mixed")
+    fit = trainer(tmp_path, monitors, max_epochs=2, limit_train_batches=2, precision="bf16-mixed")
     fit.fit(model, loader())
-    assert [m.measured_steps for m in monitors] == [[0, 1, 2]] * 3
+    measured = [[0, 1, 2, 3, 4], [0, 2, 4], [0, 3, 4]]
+    assert [m.measured_steps for m in monitors] == measured
     assert all(torch.isfinite(torch.tensor(list(m.last_summary.values()))).all() for m in monitors)
     (val,) = fit.validate(model, loader(), verbose=False)
     (test,) = fit.test(model, loader(), verbose=False)
     preds = fit.predict(model, loader())
     assert "val_loss" in val and "test_loss" in test
     assert torch.cat(preds).shape == (64, 3)
-    assert [m.measured_steps for m in monitors] == [[0, 1, 2]] * 3  # nothing measured outside fit
+    assert [m.measured_steps for m in monitors] == measured  # nothing measured outside fit
+
+
+BATCHES = {
+    "tensor": (torch.ones(2, 3), torch.ones(2, 3)),
+    "tuple": ((torch.ones(2, 3), torch.zeros(2)), torch.ones(2, 3)),
+    "dict": ({"x": torch.ones(2, 3), "y": torch.zeros(2)}, torch.ones(2, 3)),
+}
+
+
+@pytest.mark.parametrize(("batch", "expected"), BATCHES.values(), ids=BATCHES.keys())
+def test_default_input_finds_the_model_input(batch, expected):
+    assert torch.equal(default_input(batch), expected)
+
+
+def test_default_input_names_the_batch_type_it_cannot_read():
+    with pytest.raises(ConfigurationError, match="batch of type str.*pass input_fn="):
+        default_input("not a batch")
 
 
 # ------------------------------------------------------------------------ DDP
