@@ -266,7 +266,10 @@ class SpectrumMonitor(Callback):
         probe = None
         if self.needs_probe:
             param = next(pl_module.parameters(), None)
-            probe = self.probe.to(param.device) if param is not None else self.probe
+            probe = self.probe
+            if param is not None:  # follow the model's device, and its dtype for float inputs
+                dtype = param.dtype if probe.is_floating_point() else probe.dtype
+                probe = probe.to(device=param.device, dtype=dtype)
         try:
             with measuring(pl_module, self.eval_mode):
                 spectra = self.compute(pl_module, probe)

@@ -310,6 +310,14 @@ def test_epoch_cadence_and_validate_test_predict_with_monitors_attached_in_bf16(
     assert [m.measured_steps for m in monitors] == measured  # nothing measured outside fit
 
 
+def test_probe_follows_the_model_dtype_under_64_true_precision(tmp_path):
+    # The probe comes straight from the float32 loader; the model is float64 here.
+    monitor = JacobianSpectrumMonitor(every_n_steps=1, probe_size=4)
+    trainer(tmp_path, [monitor], max_steps=1, precision="64-true").fit(TinyNet(), loader())
+    assert monitor.probe.dtype == torch.float32
+    assert monitor.measured_steps == [0, 1] and monitor.failures == 0
+
+
 BATCHES = {
     "tensor": (torch.ones(2, 3), torch.ones(2, 3)),
     "tuple": ((torch.ones(2, 3), torch.zeros(2)), torch.ones(2, 3)),
