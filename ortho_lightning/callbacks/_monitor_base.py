@@ -290,7 +290,6 @@ class SpectrumMonitor(Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return
 
     def _publish(self, trainer: Trainer, spectra: list[Spectrum], step: int) -> None:
         scalars: dict[str, float] = {}

@@ -275,6 +275,12 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             raise ConfigurationError(f"{name}(jacobian_ratio): expected True or False, got {jacobian_ratio!r}")
         if fisher_kwargs is not None and not isinstance(fisher_kwargs, dict):
             raise ConfigurationError(f"{name}(fisher_kwargs): expected a dict or None, got {fisher_kwargs!r}")
+        clash = sorted(set(fisher_kwargs or {}) & {"likelihood", "method", "k", "eval_mode"})
+        if clash:
+            raise ConfigurationError(
+                f"{name}(fisher_kwargs): {clash} are arguments of the monitor itself; pass them "
+                "directly, not in fisher_kwargs"
+            )
         self.likelihood = likelihood
         self.method = method
         self.k = k
@@ -286,7 +292,13 @@ class FisherSpectrumMonitor(SpectrumMonitor):
 
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
         eig = spectra.fisher_eigenvalues(
-            pl_module, probe, likelihood=self.likelihood, method=self.method, k=self.k, **self.fisher_kwargs
+            pl_module,
+            probe,
+            likelihood=self.likelihood,
+            method=self.method,
+            k=self.k,
+            eval_mode=self.eval_mode,
+            **self.fisher_kwargs,
         )
         sv = None
         if self.jacobian_ratio:

@@ -66,6 +66,11 @@ BAD_ARGUMENTS = [
     (FisherSpectrumMonitor, {"method": "dense"}, "('exact', 'lanczos'), got 'dense'"),
     (FisherSpectrumMonitor, {"k": 0}, "k): expected None or an int >= 1, got 0"),
     (FisherSpectrumMonitor, {"fisher_kwargs": [1]}, "fisher_kwargs): expected a dict or None, got [1]"),
+    (
+        FisherSpectrumMonitor,
+        {"fisher_kwargs": {"k": 3, "tol": 1e-8}},
+        "fisher_kwargs): ['k'] are arguments of the monitor itself",
+    ),
     (WeightSpectrumMonitor, {"figure": 1}, "figure): expected True or False, got 1"),
     (WeightSpectrumMonitor, {"types": [int]}, "types: expected nn.Module subclasses"),
 ]
