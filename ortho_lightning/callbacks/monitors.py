@@ -9,7 +9,8 @@ say what to measure. Keys (each a :func:`~ortho_lightning.spectra.summarize` key
 
 - ``spectra/jacobian/<key>`` and the histogram ``spectra/jacobian/singular_values`` (with
   ``theory``: ``spectra/jacobian/theory_w1``);
-- ``spectra/fisher/<key>`` and ``spectra/fisher/eigenvalues``;
+- ``spectra/fisher/<key>`` and ``spectra/fisher/eigenvalues`` (with ``theory``:
+  ``spectra/fisher/theory_mean``, ``spectra/fisher/mean_over_theory``);
 - ``spectra/weights/<module>.<matrix>/<key>`` and ``.../singular_values`` per matrix block
   (``<matrix>`` from :func:`ortho_lightning.matrices.matrix_blocks`: ``weight``,
   ``weight_hh_l0`` or, per gate, ``weight_hh_l0.f``).
@@ -37,7 +38,13 @@ from ortho_lightning import spectra
 from ortho_lightning.callbacks._monitor_base import Spectrum, SpectrumMonitor
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.selection import ModuleSelector
-from ortho_lightning.theory import SpectralDensity, jacobian_spectrum_density, wasserstein1
+from ortho_lightning.theory import (
+    FisherMoments,
+    SpectralDensity,
+    fisher_moments,
+    jacobian_spectrum_density,
+    wasserstein1,
+)
 
 LIKELIHOODS = ("categorical", "gaussian")
 FISHER_METHODS = ("exact", "lanczos")
@@ -73,26 +80,27 @@ def _check_callable(owner: str, name: str, value: Any) -> None:
 
 
 THEORY_REQUIRED = ("activation", "sigma_w", "sigma_b", "depth")
+FISHER_THEORY_REQUIRED = (*THEORY_REQUIRED, "width", "n_outputs")
 THEORY_WEIGHTS = ("orthogonal", "gaussian")
 
 
-def _check_theory(owner: str, value: Any) -> bool | dict[str, Any]:
-    """``False``, ``True`` or a dict of :func:`~ortho_lightning.theory.jacobian_spectrum_density`
-    arguments with at least :data:`THEORY_REQUIRED`."""
+def _check_theory(owner: str, value: Any, fn: Callable, required: tuple[str, ...]) -> Any:
+    """``value`` unchanged if a bool, else a dict of ``fn``'s arguments with at least
+    ``required`` (an error names missing and unknown keys)."""
     if isinstance(value, bool):
         return value
     if not isinstance(value, Mapping):
         raise ConfigurationError(
-            f"{owner}(theory): expected True, False or a dict of jacobian_spectrum_density "
-            f"arguments {THEORY_REQUIRED}, got {value!r}"
+            f"{owner}(theory): expected True, False or a dict of {fn.__name__} "
+            f"arguments {required}, got {value!r}"
         )
-    accepted = set(inspect.signature(jacobian_spectrum_density).parameters)
-    missing = [k for k in THEORY_REQUIRED if k not in value]
+    accepted = set(inspect.signature(fn).parameters)
+    missing = [k for k in required if k not in value]
     unknown = sorted(set(value) - accepted)
     if missing or unknown:
         raise ConfigurationError(
             f"{owner}(theory): missing keys {missing}, unknown keys {unknown}; accepted keys "
-            f"are {sorted(accepted)} and {list(THEORY_REQUIRED)} are required"
+            f"are {sorted(accepted)} and {list(required)} are required"
         )
     return dict(value)
 
@@ -178,7 +186,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         )
         name = type(self).__name__
         _check_callable(name, "output_fn", output_fn)
-        self.theory = _check_theory(name, theory)
+        self.theory = _check_theory(name, theory, jacobian_spectrum_density, THEORY_REQUIRED)
         self.prediction: SpectralDensity | None = None
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
@@ -229,6 +237,13 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             so ``summarize`` reports lambda_max(F) / spectral_radius(J)^2 (Sokol & Park).
         fisher_kwargs: further keyword arguments of
             :func:`~ortho_lightning.spectra.fisher_eigenvalues` (tolerance, seed, chunking).
+        theory: a dict of :func:`~ortho_lightning.theory.fisher_moments` arguments
+            (``activation``, ``sigma_w``, ``sigma_b``, ``depth``, ``width``, ``n_outputs``,
+            optionally ``weights``, ``q_star``): log the predicted mean eigenvalue of the
+            single-input Fisher (Hayase & Karakida) as ``spectra/fisher/theory_mean`` and the
+            measured mean over it as ``spectra/fisher/mean_over_theory``. The prediction is for
+            one input and a unit-variance Gaussian likelihood, so it needs ``probe_size=1`` and
+            ``likelihood="gaussian"``.
         Other arguments: see :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
 
     The default cadence is once per epoch (and at fit start).
@@ -252,6 +267,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
         histogram: bool = True,
         figure: bool = False,
         eval_mode: bool = True,
+        theory: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -265,6 +281,21 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             eval_mode=eval_mode,
         )
         name = type(self).__name__
+        self.prediction: FisherMoments | None = None
+        if theory is not None:
+            if isinstance(theory, bool):
+                raise ConfigurationError(
+                    f"{name}(theory): expected None or a dict of fisher_moments arguments "
+                    f"{FISHER_THEORY_REQUIRED}, got {theory!r}"
+                )
+            args = _check_theory(name, theory, fisher_moments, FISHER_THEORY_REQUIRED)
+            if likelihood != "gaussian" or probe_size != 1:
+                raise ConfigurationError(
+                    f"{name}(theory): the prediction is for the single-input Fisher with a "
+                    "unit-variance Gaussian likelihood; it needs likelihood='gaussian' and "
+                    f"probe_size=1, got likelihood={likelihood!r}, probe_size={probe_size!r}"
+                )
+            self.prediction = fisher_moments(**args)
         if likelihood not in LIKELIHOODS:
             raise ConfigurationError(f"{name}(likelihood): expected one of {LIKELIHOODS}, got {likelihood!r}")
         if method not in FISHER_METHODS:
@@ -303,14 +334,19 @@ class FisherSpectrumMonitor(SpectrumMonitor):
         sv = None
         if self.jacobian_ratio:
             sv = spectra.jacobian_singular_values(pl_module, probe, eval_mode=self.eval_mode)
-        summary = spectra.summarize(eig, kind="fisher", jacobian_sv=sv)
+        summary = dict(spectra.summarize(eig, kind="fisher", jacobian_sv=sv))
+        extra = {}
+        if self.prediction is not None:
+            extra["theory_mean"] = self.prediction.mean
+            extra["mean_over_theory"] = summary["mean"] / self.prediction.mean
         return [
             Spectrum(
                 "spectra/fisher",
                 eig,
-                dict(summary),
+                summary,
                 histogram="eigenvalues",
                 plot_label="eigenvalue of the Fisher information",
+                extra=extra,
             )
         ]
 

@@ -57,12 +57,12 @@ class TinyNetWithFeatures(TinyNet):
 
 
 class DeepLinear(TinyNetWithFeatures):
-    """``depth`` bias-free WIDTH x WIDTH Linear layers (features), then the head; lr = 0."""
+    """``depth`` WIDTH x WIDTH Linear layers (features), then the head; lr = 0."""
 
-    def __init__(self, depth: int = 2) -> None:
+    def __init__(self, depth: int = 2, bias: bool = False) -> None:
         super().__init__(lr=0.0)
         self.save_hyperparameters()
-        self.layers = nn.Sequential(*[nn.Linear(WIDTH, WIDTH, bias=False) for _ in range(depth)])
+        self.layers = nn.Sequential(*[nn.Linear(WIDTH, WIDTH, bias=bias) for _ in range(depth)])
 
 
 def loader(

@@ -16,6 +16,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from torch.utils.data import DataLoader, TensorDataset
 
 import ortho_lightning.spectra as spectra
 from ortho_lightning.callbacks import (
@@ -29,6 +30,7 @@ from ortho_lightning.exceptions import ConfigurationError, SelectionError
 from tests._ddp import run_ddp_script
 from tests._wandb import history, offline_runs
 from tests.callbacks._monitor_helpers import (
+    CLASSES,
     WIDTH,
     DeepLinear,
     TinyNet,
@@ -389,3 +391,37 @@ def test_theory_true_without_an_init_callback_names_what_it_needs(tmp_path):
     monitor = JacobianSpectrumMonitor(probe_size=4, theory=True)
     with pytest.raises(ConfigurationError, match="exactly one OrthogonalInit callback"):
         trainer(tmp_path, [monitor], max_steps=1).fit(DeepLinear(DEPTH), loader(features=WIDTH))
+
+
+def test_fisher_theory_logs_the_measured_mean_over_the_prediction(tmp_path):
+    # A deep linear net with orthogonal layers (gain 1, zero biases), a readout with
+    # ||W||_F^2 = C, one input with ||x||^2 = N q: the single-input Fisher's mean eigenvalue is
+    # tr(Theta) / C = (||x||^2 + 1)(L + 1) exactly, which is the prediction c (L + 1) with
+    # c = N q + 1 (Gaussian likelihood, unit variance).
+    q = 0.5
+    model = DeepLinear(DEPTH, bias=True)
+    with torch.no_grad():
+        for layer in model.layers:
+            torch.nn.init.orthogonal_(layer.weight)
+            layer.bias.zero_()
+        model.head.weight.mul_((CLASSES / model.head.weight.square().sum()).sqrt())
+        model.head.bias.zero_()
+    x = torch.randn(1, WIDTH)
+    x = x * (WIDTH * q / x.square().sum()).sqrt()
+    data = DataLoader(TensorDataset(x, torch.zeros(1, dtype=torch.long)), batch_size=1)
+    args = {"activation": "linear", "sigma_w": 1.0, "sigma_b": 0.0, "depth": DEPTH,
+            "width": WIDTH, "n_outputs": CLASSES, "q_star": q}
+    monitor = FisherSpectrumMonitor(probe_size=1, likelihood="gaussian", theory=args)
+    trainer(tmp_path, [monitor], max_steps=1).fit(model, data)
+    expected_mean = (WIDTH * q + 1) * (DEPTH + 1)
+    assert monitor.last_summary["spectra/fisher/theory_mean"] == pytest.approx(expected_mean)
+    assert monitor.last_summary["spectra/fisher/mean"] == pytest.approx(expected_mean, rel=1e-5)
+    assert monitor.last_summary["spectra/fisher/mean_over_theory"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_fisher_theory_needs_one_input_and_a_gaussian_likelihood():
+    args = {"activation": "tanh", "sigma_w": 1.0, "sigma_b": 0.0, "depth": 2, "width": 8, "n_outputs": 3}
+    with pytest.raises(ConfigurationError, match="needs likelihood='gaussian' and probe_size=1, got likelihood='categorical', probe_size=32"):
+        FisherSpectrumMonitor(theory=args)
+    with pytest.raises(ConfigurationError, match=r"missing keys \['width', 'n_outputs'\]"):
+        FisherSpectrumMonitor(probe_size=1, likelihood="gaussian", theory={k: args[k] for k in list(args)[:4]})
