@@ -1,0 +1,174 @@
+"""The demo: train a short recipe end to end with the monitors on and W&B offline, then draw
+pictures a person can look at.
+
+    make demo                          # or: python scripts/demo.py [--steps 600] [--out runs/demo]
+
+Trains the depth-20 critical orthogonal tanh MLP of ``recipes/mnist_mlp_critical.yaml`` on MNIST
+(``$ORTHO_LIGHTNING_DATA``, else ``./data``, downloaded if missing) for a few hundred steps,
+evaluates it on the test set, and writes into ``--out``:
+
+- ``spectra_init_vs_trained.png``: the input-output Jacobian's squared singular values and the
+  Fisher information's eigenvalues on one fixed batch, at init and after training;
+- ``training_curves.png``: training loss and validation accuracy against steps;
+- ``figures/``: the monitors' own spectrum-over-training panels (the same ones are in W&B);
+- ``wandb/offline-run-*``: the W&B run (``wandb sync`` it to see it online), and ``csv/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "mnist_mlp_critical.yaml"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
+    parser.add_argument("--probe", type=int, default=32, help="samples in the spectra batch")
+    return parser.parse_args(argv)
+
+
+def _loggers(out: Path) -> str:
+    return json.dumps([
+        {"class_path": "lightning.pytorch.loggers.WandbLogger",
+         "init_args": {"project": "ortho-lightning-demo", "name": "demo-mlp-tanh-d20-critical",
+                       "save_dir": str(out)}},
+        {"class_path": "lightning.pytorch.loggers.CSVLogger",
+         "init_args": {"save_dir": str(out), "name": "csv", "version": ""}},
+    ])
+
+
+def _spectra(model, x):
+    """Squared singular values of d features / d input (per sample, pooled) and the Fisher's
+    non-zero eigenvalues, on the batch ``x``."""
+    from ortho_lightning.spectra import fisher_eigenvalues, jacobian_singular_values
+
+    sv = jacobian_singular_values(model.layers, x.flatten(1))  # the deep part, no readout
+    eig = fisher_eigenvalues(model, x, likelihood="categorical", method="exact")
+    return (sv**2).flatten().numpy(), eig[eig > 1e-12 * eig.max()].numpy()
+
+
+def _plot_spectra(path: Path, init, trained, steps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, i, title, xlabel in [
+        (axes[0], 0, "input-output Jacobian (last hidden layer)", "log10 squared singular value"),
+        (axes[1], 1, "Fisher information", "log10 eigenvalue"),
+    ]:
+        a, b = np.log10(init[i] + 1e-12), np.log10(trained[i] + 1e-12)
+        bins = np.linspace(min(a.min(), b.min()), max(a.max(), b.max()) + 1e-9, 50)
+        ax.hist(a, bins=bins, alpha=0.6, label="at init", density=True)
+        ax.hist(b, bins=bins, alpha=0.6, label=f"after {steps} steps", density=True)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.legend()
+    fig.suptitle("depth-20 tanh MLP, orthogonal weights at the critical point, MNIST")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_curves(path: Path, metrics_csv: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            for key in ("train/loss_step", "val/acc", "val/loss"):
+                if row.get(key):
+                    series.setdefault(key, []).append((int(row["step"]), float(row[key])))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, keys, label in [(axes[0], ["train/loss_step", "val/loss"], "cross-entropy"),
+                            (axes[1], ["val/acc"], "validation accuracy")]:
+        for key in keys:
+            if key in series:
+                steps, values = zip(*series[key])
+                ax.plot(steps, values, marker="o" if key.startswith("val") else None, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    # One intra-op thread unless the user says otherwise: these models are too small to gain
+    # from more, and on a shared machine OpenMP oversubscription slows SVDs down 10-100x.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    from lightning.pytorch import Callback
+
+    from ortho_lightning.cli import cli_main, finish_wandb
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    every = max(1, args.steps // 3)
+    cli = cli_main([
+        "--config", str(RECIPE),
+        "--trainer.max_epochs=1", f"--trainer.max_steps={args.steps}",
+        f"--trainer.val_check_interval={every}", "--trainer.limit_val_batches=20",
+        "--trainer.log_every_n_steps=10", f"--trainer.default_root_dir={out}",
+        f"--trainer.logger={_loggers(out)}",
+        f"--jacobian_monitor.init_args.every_n_steps={every}",
+        "--jacobian_monitor.init_args.figure=true",
+        "--fisher_monitor.init_args.every_n_epochs=null",
+        f"--fisher_monitor.init_args.every_n_steps={every}",
+        "--fisher_monitor.init_args.figure=true",
+        f"--weight_monitor.init_args.every_n_steps={every}",
+    ], run=False)
+
+    class KeepInit(Callback):
+        """Keeps a copy of the model as it starts training (after ``OrthogonalInit``)."""
+
+        def on_train_start(self, trainer, pl_module):
+            self.model = copy.deepcopy(pl_module).cpu().eval()
+
+    keep = KeepInit()
+    cli.trainer.callbacks.append(keep)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    test = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    run_dir = Path(cli.trainer.loggers[0].experiment.dir).parent
+    finish_wandb(cli.trainer)
+
+    probe = next(iter(cli.datamodule.val_dataloader()))[0][: args.probe]
+    trained = cli.model.cpu().eval()
+    _plot_spectra(out / "spectra_init_vs_trained.png", _spectra(keep.model, probe),
+                  _spectra(trained, probe), cli.trainer.global_step)
+    _plot_curves(out / "training_curves.png", out / "csv" / "metrics.csv")
+    elapsed = time.perf_counter() - start
+
+    print(f"\ntrained {cli.trainer.global_step} steps in {elapsed:.0f} s; "
+          f"test accuracy {test['test/acc']:.4f}, test loss {test['test/loss']:.4f}")
+    print(f"pictures:  {out / 'spectra_init_vs_trained.png'}")
+    print(f"           {out / 'training_curves.png'}")
+    for png in sorted((out / "figures").glob("*.png")):
+        print(f"           {png}")
+    print(f"W&B run (offline; `wandb sync {run_dir}` uploads it): {run_dir}")
+    print(f"CSV metrics: {out / 'csv' / 'metrics.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
