@@ -27,13 +27,7 @@ CASES = [
     ("rnn-row", ["seqmnist_rnn_row.yaml"], []),
     ("rnn-pixel", ["seqmnist_rnn_pixel.yaml"], []),
     ("rnn-permuted", ["seqmnist_rnn_permuted.yaml"], []),
-    pytest.param(
-        "rnn-exprnn", ["seqmnist_rnn_exprnn.yaml"], [],
-        marks=pytest.mark.xfail(
-            reason="constraints' eigh-based skew_expm autograd.Function has no setup_context, so "
-            "torch.func (Jacobian/Fisher monitors) cannot differentiate through the geotorch "
-            "parametrization; the run itself trains", strict=False),
-    ),
+    ("rnn-exprnn", ["seqmnist_rnn_exprnn.yaml"], []),
     ("lstm-row", ["seqmnist_lstm_row.yaml"], []),
     ("mlp-permuted-pixel", ["seqmnist_mlp_permuted.yaml"], []),
     ("cnn1d-pixel", ["seqmnist_cnn1d_pixel.yaml"], []),
@@ -59,7 +53,7 @@ def _run_configs(configs):
 
 
 def test_every_recipe_has_a_smoke_case():
-    covered = {RECIPES / c for case in CASES for c in _values(case)[1]}
+    covered = {RECIPES / c for _, configs, _ in CASES for c in configs}
     recipes = {p for p in RECIPES.rglob("*.yaml") if p.parent.name not in ("sweeps", "experiments")}
     assert recipes - {SMOKE} == covered
 
@@ -69,14 +63,7 @@ def tiny(tmp_path_factory):
     return make_tiny_mnist(tmp_path_factory.mktemp("mnist"), n_train=42, n_test=16).folder
 
 
-def _values(case):
-    return case.values if hasattr(case, "values") else case
-
-
-@pytest.mark.parametrize(
-    ("configs", "extra"),
-    [pytest.param(*_values(c)[1:], marks=getattr(c, "marks", ()), id=_values(c)[0]) for c in CASES],
-)
+@pytest.mark.parametrize(("configs", "extra"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_recipe_smoke_run_logs_spectra_to_offline_wandb(configs, extra, tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["ortho-lightning"])
     args = ["fit"]
