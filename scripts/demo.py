@@ -1,7 +1,7 @@
 """The demo: train a short recipe end to end with the monitors on and W&B offline, then draw
 pictures a person can look at.
 
-    make demo                          # or: python scripts/demo.py [--steps 600] [--out runs/demo]
+    make demo                          # or: python scripts/demo.py [--steps 1000] [--out runs/demo]
 
 Trains the depth-20 critical orthogonal tanh MLP of ``recipes/mnist_mlp_critical.yaml`` on MNIST
 (``$ORTHO_LIGHTNING_DATA``, else ``./data``, downloaded if missing) for a few hundred steps,
@@ -31,7 +31,7 @@ RECIPE = REPO / "recipes" / "mnist_mlp_critical.yaml"
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
     parser.add_argument("--probe", type=int, default=32, help="samples in the spectra batch")
     return parser.parse_args(argv)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     every = max(1, args.steps // 3)
     cli = cli_main([
         "--config", str(RECIPE),
-        "--trainer.max_epochs=1", f"--trainer.max_steps={args.steps}",
+        f"--trainer.max_steps={args.steps}",
         f"--trainer.val_check_interval={every}", "--trainer.limit_val_batches=20",
         "--trainer.log_every_n_steps=10", f"--trainer.default_root_dir={out}",
         f"--trainer.logger={_loggers(out)}",
