@@ -38,6 +38,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from ortho_lightning.callbacks._logging import run_dir
 from ortho_lightning.models.base import ClassificationModule
 
 #: top-level config keys that each hold one optional callback, in the order they are added
@@ -61,24 +62,13 @@ DEFAULT_LOGGER = {
 }
 
 
-def run_folder(trainer: Trainer) -> Path:
-    """The folder of this run's own files: the W&B run's ``files`` folder when the first
-    logger is a ``WandbLogger``, else the trainer's ``log_dir`` (versioned for TensorBoard /
-    CSV), else its ``default_root_dir``."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            return Path(logger.experiment.dir)
-        break
-    return Path(trainer.log_dir or trainer.default_root_dir)
-
-
 class RunConfigCallback(SaveConfigCallback):
-    """Saves the resolved config as :data:`CONFIG_FILENAME` in :func:`run_folder` and puts it into
+    """Saves the resolved config as :data:`CONFIG_FILENAME` in :func:`~ortho_lightning.callbacks._logging.run_dir` and puts it into
     ``wandb.config`` (on rank zero)."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         text = self.parser.dump(self.config, skip_none=False)
-        folder = run_folder(trainer)
+        folder = Path(run_dir(trainer))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / self.config_filename).write_text(text)
         config = yaml.safe_load(text)

@@ -10,7 +10,8 @@ evaluates it on the test set, and writes into ``--out``:
 - ``spectra_init_vs_trained.png``: the input-output Jacobian's squared singular values and the
   Fisher information's eigenvalues on one fixed batch, at init and after training;
 - ``training_curves.png``: training loss and validation accuracy against steps;
-- ``figures/``: the monitors' own spectrum-over-training panels (the same ones are in W&B);
+- ``wandb/offline-run-*/files/figures/``: the monitors' own spectrum-over-training panels (the same ones
+  are in W&B);
 - ``wandb/offline-run-*``: the W&B run (``wandb sync`` it to see it online), and ``csv/``.
 """
 
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     from lightning.pytorch import Callback
 
+    from ortho_lightning.callbacks._logging import run_dir
     from ortho_lightning.cli import cli_main, finish_wandb
 
     out = args.out.resolve()
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.trainer.callbacks.append(keep)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     test = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    run_dir = Path(cli.trainer.loggers[0].experiment.dir).parent
+    files_dir = Path(run_dir(cli.trainer))
+    wandb_dir = files_dir.parent
     finish_wandb(cli.trainer)
 
     probe = next(iter(cli.datamodule.val_dataloader()))[0][: args.probe]
@@ -163,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
           f"test accuracy {test['test/acc']:.4f}, test loss {test['test/loss']:.4f}")
     print(f"pictures:  {out / 'spectra_init_vs_trained.png'}")
     print(f"           {out / 'training_curves.png'}")
-    for png in sorted((out / "figures").glob("*.png")):
+    for png in sorted((files_dir / "figures").glob("*.png")):
         print(f"           {png}")
-    print(f"W&B run (offline; `wandb sync {run_dir}` uploads it): {run_dir}")
+    print(f"W&B run (offline; `wandb sync {wandb_dir}` uploads it): {wandb_dir}")
     print(f"CSV metrics: {out / 'csv' / 'metrics.csv'}")
     return 0
 

@@ -22,12 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def run_dir(trainer: Trainer) -> str:
-    """The folder of this run's files (the first logger's ``log_dir`` or the trainer's root)."""
-    for logger in trainer.loggers:
-        path = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
-        if path:
-            return str(path)
-    return str(trainer.default_root_dir)
+    """The folder of this run's own files: the W&B run's ``files`` folder when the first logger
+    is a ``WandbLogger`` (its ``save_dir`` is shared by every run), else the trainer's
+    ``log_dir`` (versioned for TensorBoard / CSV), else its ``default_root_dir``."""
+    if trainer.loggers and isinstance(trainer.loggers[0], WandbLogger):
+        return str(trainer.loggers[0].experiment.dir)
+    return str(trainer.log_dir or trainer.default_root_dir)
 
 
 def log_histogram(trainer: Trainer, key: str, values: torch.Tensor, step: int) -> None:

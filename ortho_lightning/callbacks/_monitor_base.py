@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
@@ -345,14 +346,18 @@ def spectrum_figure(
     if hi - lo <= 1e-6 * max(1.0, abs(hi)):  # a point mass (e.g. an orthogonal linear net)
         pad = 0.05 * max(1.0, abs(hi))
         lo, hi = lo - pad, hi + pad
+    # Spectra spread over many decades (deep nets, Fisher) are unreadable on a linear axis:
+    # there, log-spaced bins on a log axis, each bar the fraction of values in its bin.
+    log_axis = lo > 0 and hi / lo > 100
+    bins = np.geomspace(lo, hi, 41) if log_axis else np.linspace(lo, hi, 41)
     n = len(history)
     for i, (step, values) in enumerate(history):
         current = i == n - 1
         ax.hist(
             values.numpy(),
-            bins=40,
-            range=(lo, hi),
-            density=True,
+            bins=bins,
+            density=not log_axis,
+            weights=np.full(values.numel(), 1.0 / values.numel()) if log_axis else None,
             histtype="stepfilled" if current else "step",
             alpha=0.45 if current else 0.25 + 0.5 * i / max(n, 1),
             label=f"step {step}",
@@ -360,11 +365,16 @@ def spectrum_figure(
     if theory is not None:
         grid, density, atoms = theory
         if len(grid):
-            ax.plot(grid.cpu().numpy(), density.cpu().numpy(), "k-", lw=1.5, label="theory")
+            x, y = grid.cpu().numpy(), density.cpu().numpy()
+            if log_axis:  # density per unit x -> mass per log-spaced bin
+                y = y * x * np.log(bins[1] / bins[0])
+            ax.plot(x, y, "k-", lw=1.5, label="theory")
         for location, mass in atoms:
             ax.axvline(location, color="k", ls="--", lw=1.2, label=f"theory atom ({mass:.2f})")
+    if log_axis:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
+    ax.set_ylabel("fraction per bin" if log_axis else "density")
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
