@@ -58,6 +58,18 @@ def critical_mlp(depth: int, width: int, weights: str, sigma_b: float, seed: int
     return model
 
 
+def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+             n_train: int, batch_size: int, generator: torch.Generator) -> float:
+    """One optimizer step on the cross-entropy of a random minibatch of ``batch_size`` of the
+    first ``n_train`` rows of ``(x, y)`` (indices drawn from ``generator``); returns its loss."""
+    idx = torch.randint(0, n_train, (batch_size,), generator=generator)
+    loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def _measure(model: nn.Module, probe: torch.Tensor) -> dict[str, float]:
     lam = fisher_eigenvalues(model, probe)
     sv = jacobian_singular_values(model, probe)
@@ -88,12 +100,7 @@ def fisher_vs_jacobian(depth: int, weights: str, width: int = 128, sigma_b: floa
             losses = []
         if step == steps:
             break
-        idx = torch.randint(0, n_train, (batch_size,), generator=gen)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(sgd_step(model, opt, x, y, n_train, batch_size, gen))
         if not math.isfinite(losses[-1]):
             rows.append({"step": step + 1, "train_loss": losses[-1]})
             break

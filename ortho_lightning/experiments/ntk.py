@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ortho_lightning.experiments.fisher import critical_mlp, mnist_tensors
+from ortho_lightning.experiments.fisher import critical_mlp, mnist_tensors, sgd_step
 
 
 def train_width_lr(depth: int, width: int, weights: str, lr: float, sigma_b: float = 0.01,
@@ -49,10 +49,5 @@ def train_width_lr(depth: int, width: int, weights: str, lr: float, sigma_b: flo
                 break
         if step == steps:
             break
-        idx = torch.randint(0, n_train, (batch_size,), generator=gen)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(sgd_step(model, opt, x, y, n_train, batch_size, gen))
     return rows
