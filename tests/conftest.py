@@ -43,6 +43,17 @@ def mnist_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored after: the tests' small models gain nothing
+    from torch's thread pool, which on a shared, oversubscribed 2-core runner only spins and
+    contends (small matmuls and SVDs slow down 10-100x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads(tmp_path, monkeypatch):
     torch.manual_seed(0)

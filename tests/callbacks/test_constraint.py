@@ -77,12 +77,7 @@ def gram_error(W, gain):
     return (W.T @ W / gain**2 - torch.eye(W.shape[1], dtype=W.dtype)).abs().max().item()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices on a shared machine: threads only spin
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small matrices: threads only spin
 
 
 def test_fit_keeps_recurrent_and_linear_weights_orthogonal(tmp_path):

@@ -15,13 +15,7 @@ from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.selection import ModuleSelector
 from tests.callbacks.test_constraint import TinyRNN, gram_error, loader, make_trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class GradRecorder(Callback):

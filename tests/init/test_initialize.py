@@ -56,16 +56,8 @@ def _tanh_mlp_stats(sigma_w: float, sigma_b: float, width: int = 256, depth: int
     return q.detach(), float((ju.detach().norm(dim=1) / u.norm(dim=1)).mean())
 
 
-@pytest.fixture
-def one_thread():
-    """256-wide layers gain nothing from intra-op threads; on a shared 2-core runner the
-    threads only contend (measured: 9 s with one thread, minutes with two under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
+# one_thread (tests/conftest.py): 256-wide layers gain nothing from intra-op threads; on a
+# shared 2-core runner they only contend (measured: 9 s with one thread, minutes with two).
 def test_depth_100_tanh_mlp_at_its_critical_point(one_thread):
     sigma_b = 0.3
     cp = critical_point("tanh", sigma_b)

@@ -6,10 +6,8 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+def _float64_one_thread(one_thread):
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
     yield
     torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
