@@ -11,13 +11,14 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, TensorDataset
 
 from ortho_lightning.callbacks import OrthogonalConstraint
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
+from tests.callbacks._monitor_helpers import trainer as make_trainer
 
 IN, HIDDEN, CLASSES, STEPS = 2, 8, 3, 5
 
@@ -54,23 +55,6 @@ def loader(n: int = 32, batch_size: int = 8, dtype=torch.float32) -> DataLoader:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, STEPS, IN, generator=g, dtype=dtype)
     return DataLoader(TensorDataset(x, torch.randint(0, CLASSES, (n,), generator=g)), batch_size=batch_size)
-
-
-def make_trainer(root, callbacks, **kwargs) -> Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=str(root),
-        logger=False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-    )
-    options.update(kwargs)
-    return Trainer(**options)
 
 
 def gram_error(W, gain):
