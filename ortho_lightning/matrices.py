@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+#: which matrices of a recurrent module an operation treats: hidden-to-hidden only, or all
+RECURRENT_CHOICES: tuple[str, ...] = ("hh", "all")
+
 GATES: dict[str, tuple[str, ...]] = {
     "RNN_TANH": ("h",),
     "RNN_RELU": ("h",),

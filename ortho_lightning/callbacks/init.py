@@ -41,7 +41,7 @@ class OrthogonalInit(Callback):
     """Initialise the LightningModule's Linear / ConvNd / recurrent modules at the start of fit.
 
     Args:
-        scheme, gain, activation, sigma_b, include, exclude, fallback: as in
+        scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent: as in
             :func:`ortho_lightning.init.initialize`.
         seed: seed of the init's own generator (same seed, same weights); ``None`` uses rank
             zero's ``torch.initial_seed()`` (set by ``seed_everything``).
@@ -62,10 +62,13 @@ class OrthogonalInit(Callback):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         fallback: str | SchemeFn | None = None,
+        recurrent: str = "all",
         seed: int | None = None,
         log_key: str = "init/report",
     ) -> None:
-        self.config = InitConfig.build(scheme, gain, activation, sigma_b, include, exclude, fallback)
+        self.config = InitConfig.build(
+            scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent
+        )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ConfigurationError(f"seed: expected None or an int >= 0, got {seed!r}")
         if not isinstance(log_key, str) or not log_key:

@@ -62,7 +62,12 @@ from torch.nn.utils import parametrize
 from ortho_lightning.constraints.expm import skew_expm
 from ortho_lightning.constraints.projection import polar_factor
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
-from ortho_lightning.matrices import is_recurrent, matrix_blocks, recurrent_weight_names
+from ortho_lightning.matrices import (
+    RECURRENT_CHOICES,
+    is_recurrent,
+    matrix_blocks,
+    recurrent_weight_names,
+)
 from ortho_lightning.selection import ModuleSelector
 
 __all__ = [
@@ -80,7 +85,7 @@ __all__ = [
 
 TRIVIALIZATIONS = ("expm", "cayley")
 INITS = ("current", "haar")
-RECURRENT = ("hh", "all")
+RECURRENT = RECURRENT_CHOICES
 #: projected singular values are clipped into ``1 +- (1 - _BAND_MARGIN) * relax``: geotorch maps
 #: them through ``1 + relax * sin(s)``, whose derivative vanishes on the band's edges, so a start
 #: exactly on an edge could never move off it

@@ -26,7 +26,7 @@ from ortho_lightning.init.delta_orthogonal import delta_orthogonal_
 from ortho_lightning.init.gaussian import gaussian_, identity_
 from ortho_lightning.init.orthogonal import orthogonal_
 from ortho_lightning.init.recurrent import gate_blocks
-from ortho_lightning.matrices import is_recurrent
+from ortho_lightning.matrices import RECURRENT_CHOICES, is_recurrent
 from ortho_lightning.selection import ModuleSelector
 
 #: A scheme: ``fn(tensor, gain, generator=generator) -> tensor`` in place (``torch.nn.init``
@@ -116,6 +116,7 @@ class InitConfig:
     selector: ModuleSelector
     fallback: tuple[str, SchemeFn] | None
     critical: CriticalPoint | None
+    recurrent: str = "all"
 
     @classmethod
     def build(
@@ -127,8 +128,13 @@ class InitConfig:
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         fallback: str | SchemeFn | None = None,
+        recurrent: str = "all",
     ) -> InitConfig:
         get_activation(activation)
+        if recurrent not in RECURRENT_CHOICES:
+            raise ConfigurationError(
+                f"recurrent: expected one of {RECURRENT_CHOICES}, got {recurrent!r}"
+            )
         if (
             isinstance(sigma_b, bool)
             or not isinstance(sigma_b, int | float)
@@ -146,6 +152,7 @@ class InitConfig:
             selector=ModuleSelector.build(include, exclude),
             fallback=None if fallback is None else resolve_scheme(fallback, "fallback"),
             critical=critical,
+            recurrent=recurrent,
         )
 
 
@@ -171,6 +178,7 @@ def initialize(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     fallback: str | SchemeFn | None = None,
+    recurrent: str = "all",
     generator: torch.Generator | None = None,
 ) -> InitReport:
     """Initialise every selected Linear / ConvNd / recurrent module of ``model`` in place.
@@ -187,6 +195,10 @@ def initialize(
         include, exclude: module-name patterns (``fnmatch``) for the shared selector.
         fallback: scheme used where ``scheme`` cannot apply (e.g. ``"orthogonal"`` for the
             Linear layers of a CNN under ``"delta_orthogonal"``); ``None`` makes that an error.
+        recurrent: ``"all"``: every matrix and bias of a recurrent module; ``"hh"``: only its
+            hidden-to-hidden matrices (input matrices and biases keep their values), as in
+            recipes that set the recurrent matrix alone (e.g. an orthogonal ``W_hh`` with a
+            gain). Other modules are treated the same either way.
         generator: random source for every draw (same generator state -> same weights).
 
     Returns:
@@ -199,7 +211,9 @@ def initialize(
             before adding constraints).
         SelectionError: an include pattern matched no module.
     """
-    config = InitConfig.build(scheme, gain, activation, sigma_b, include, exclude, fallback)
+    config = InitConfig.build(
+        scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent
+    )
     return apply_config(model, config, generator)
 
 
@@ -218,7 +232,11 @@ def apply_config(
                     "parametrized (e.g. by orthogonalize); initialise before adding constraints "
                     "(put OrthogonalInit before OrthogonalConstraint in the callbacks)"
                 )
-        for label, view in weight_views(module):
+        hidden_only = config.recurrent == "hh" and is_recurrent(module)
+        views = weight_views(module)
+        if hidden_only:
+            views = [(label, v) for label, v in views if label.startswith(("weight_hh", "weight_hr"))]
+        for label, view in views:
             used = scheme_name
             try:
                 scheme_fn(view, config.gain, generator=generator)
@@ -234,7 +252,7 @@ def apply_config(
                 fallback_fn(view, config.gain, generator=generator)
             records.append(InitRecord(prefix + label, tuple(view.shape), used, config.gain))
         for name, bias in module.named_parameters(recurse=False):
-            if not name.startswith("bias"):
+            if not name.startswith("bias") or hidden_only:
                 continue
             with torch.no_grad():
                 if config.sigma_b > 0:

@@ -153,8 +153,9 @@ class _Scale(nn.Module):
         ({"sigma_b": math.inf}, ConfigurationError, "sigma_b: expected a finite number >= 0, got inf"),
         ({"activation": "swish", "gain": "critical"}, ConfigurationError, "unknown activation 'swish'"),
         ({"include": "encoder.*"}, SelectionError, r"include pattern\(s\) \['encoder.\*'\] match no module"),
+        ({"recurrent": "ih"}, ConfigurationError, r"recurrent: expected one of \('hh', 'all'\), got 'ih'"),
     ],
-    ids=["scheme", "fallback", "sigma_b", "sigma_b-inf", "activation", "include"],
+    ids=["scheme", "fallback", "sigma_b", "sigma_b-inf", "activation", "include", "recurrent"],
 )
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -166,3 +167,26 @@ def test_parametrized_weight_is_an_error_naming_the_module():
     parametrize.register_parametrization(model[0], "weight", _Scale())
     with pytest.raises(ConfigurationError, match=r"module '0' \(ParametrizedLinear\): 'weight' is parametrized"):
         initialize(model)
+
+
+@pytest.mark.parametrize("cell", [nn.RNN, nn.LSTM, nn.GRU], ids=["rnn", "lstm", "gru"])
+def test_recurrent_hh_sets_only_the_hidden_matrices(cell):
+    """recurrent="hh": each gate block of W_hh becomes gain * orthogonal; the input matrix and
+    the biases of the recurrent module are left bit for bit, the Linear head is initialised."""
+    torch.manual_seed(1)
+    model = nn.ModuleDict({"rnn": cell(5, 6, num_layers=2), "head": nn.Linear(6, 3)})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = initialize(model, gain=1.025, recurrent="hh", sigma_b=0.1)
+    after = model.state_dict()
+    for name, value in after.items():
+        if name.startswith("rnn.weight_hh"):
+            for block in value.split(6):
+                torch.testing.assert_close(block.T @ block, 1.025**2 * torch.eye(6))
+        elif name.startswith("rnn."):
+            assert torch.equal(value, before[name]), name
+        else:
+            assert not torch.equal(value, before[name]), name
+    assert {r.name.split("[")[0] for r in report.records if r.name.startswith("rnn.")} == {
+        "rnn.weight_hh_l0",
+        "rnn.weight_hh_l1",
+    }
