@@ -15,8 +15,20 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from ortho_lightning.exceptions import ConfigurationError
+
 #: which matrices of a recurrent module an operation treats: hidden-to-hidden only, or all
 RECURRENT_CHOICES: tuple[str, ...] = ("hh", "all")
+
+
+def check_recurrent(recurrent: str) -> str:
+    """Return ``recurrent`` if it is one of :data:`RECURRENT_CHOICES`, else raise
+    ``ConfigurationError`` naming the argument and the accepted values."""
+    if recurrent not in RECURRENT_CHOICES:
+        raise ConfigurationError(
+            f"recurrent: expected one of {RECURRENT_CHOICES}, got {recurrent!r}"
+        )
+    return recurrent
 
 GATES: dict[str, tuple[str, ...]] = {
     "RNN_TANH": ("h",),

@@ -35,7 +35,6 @@ from torch.nn.utils import parametrize
 
 from ortho_lightning.constraints.orthogonalize import (
     INITS,
-    RECURRENT,
     TRIVIALIZATIONS,
     is_orthogonalized,
     orthogonalize,
@@ -46,6 +45,7 @@ from ortho_lightning.constraints.orthogonalize import (
 )
 from ortho_lightning.constraints.penalties import block_defects
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
+from ortho_lightning.matrices import check_recurrent
 from ortho_lightning.selection import ModuleSelector
 
 
@@ -130,8 +130,7 @@ class OrthogonalConstraint(Callback):
             raise ConfigurationError(f"relax: expected None or a number in (0, 1), got {relax!r}")
         if init not in INITS:
             raise ConfigurationError(f"init: expected one of {INITS}, got {init!r}")
-        if recurrent not in RECURRENT:
-            raise ConfigurationError(f"recurrent: expected one of {RECURRENT}, got {recurrent!r}")
+        check_recurrent(recurrent)
         check_positive("update_base_every_n_steps", update_base_every_n_steps, True, True)
         check_positive("log_every_n_steps", log_every_n_steps, True, True)
         for flag, value in (("remove_at_fit_end", remove_at_fit_end), ("cache", cache)):

@@ -46,14 +46,13 @@ from torch.nn.utils import parametrize
 
 from ortho_lightning.callbacks.constraint import check_positive, log_defects
 from ortho_lightning.constraints.orthogonalize import (
-    RECURRENT,
     is_orthogonalized,
     selected_tensors,
 )
 from ortho_lightning.constraints.penalties import check_penalty_kind, total_penalty
 from ortho_lightning.constraints.projection import check_projection_method, project_orthogonal_
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
-from ortho_lightning.matrices import matrix_blocks
+from ortho_lightning.matrices import check_recurrent, matrix_blocks
 from ortho_lightning.selection import ModuleSelector
 
 
@@ -92,8 +91,7 @@ class OrthogonalRegularizer(Callback):
             raise ConfigurationError(f"weight: expected a finite number >= 0, got {weight!r}")
         check_positive("gain", gain)
         check_penalty_kind(kind, reduction)
-        if recurrent not in RECURRENT:
-            raise ConfigurationError(f"recurrent: expected one of {RECURRENT}, got {recurrent!r}")
+        check_recurrent(recurrent)
         check_positive("project_every_n_steps", project_every_n_steps, True, True)
         check_projection_method(project_method)
         check_positive("log_every_n_steps", log_every_n_steps, True, True)

@@ -63,7 +63,7 @@ from ortho_lightning.constraints.expm import skew_expm
 from ortho_lightning.constraints.projection import polar_factor
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.matrices import (
-    RECURRENT_CHOICES,
+    check_recurrent,
     is_recurrent,
     matrix_blocks,
     recurrent_weight_names,
@@ -85,7 +85,6 @@ __all__ = [
 
 TRIVIALIZATIONS = ("expm", "cayley")
 INITS = ("current", "haar")
-RECURRENT = RECURRENT_CHOICES
 #: projected singular values are clipped into ``1 +- (1 - _BAND_MARGIN) * relax``: geotorch maps
 #: them through ``1 + relax * sin(s)``, whose derivative vanishes on the band's edges, so a start
 #: exactly on an edge could never move off it
@@ -373,8 +372,7 @@ def matrix_tensor_names(module: nn.Module, recurrent: str = "hh") -> list[str]:
     Linear/ConvNd (any module with a >= 2-d ``weight``), and for recurrent modules the
     hidden-to-hidden ``weight_hh*`` (``recurrent="hh"``) or every ``weight_ih*``/``weight_hh*``
     (``recurrent="all"``)."""
-    if recurrent not in RECURRENT:
-        raise ConfigurationError(f"recurrent: expected one of {RECURRENT}, got {recurrent!r}")
+    check_recurrent(recurrent)
     if is_recurrent(module):
         names = recurrent_weight_names(module)
         return names if recurrent == "all" else [n for n in names if n.startswith("weight_hh")]

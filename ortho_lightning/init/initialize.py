@@ -26,7 +26,7 @@ from ortho_lightning.init.delta_orthogonal import delta_orthogonal_
 from ortho_lightning.init.gaussian import gaussian_, identity_
 from ortho_lightning.init.orthogonal import orthogonal_
 from ortho_lightning.init.recurrent import gate_blocks
-from ortho_lightning.matrices import RECURRENT_CHOICES, is_recurrent
+from ortho_lightning.matrices import check_recurrent, is_recurrent
 from ortho_lightning.selection import ModuleSelector
 
 #: A scheme: ``fn(tensor, gain, generator=generator) -> tensor`` in place (``torch.nn.init``
@@ -131,10 +131,7 @@ class InitConfig:
         recurrent: str = "all",
     ) -> InitConfig:
         get_activation(activation)
-        if recurrent not in RECURRENT_CHOICES:
-            raise ConfigurationError(
-                f"recurrent: expected one of {RECURRENT_CHOICES}, got {recurrent!r}"
-            )
+        check_recurrent(recurrent)
         if (
             isinstance(sigma_b, bool)
             or not isinstance(sigma_b, int | float)
