@@ -11,7 +11,7 @@ Variants, all on ``weight_hh_l0`` only:
 - ``torch+cached``
 - ``OrthogonalConstraint``: the callback's hooks driven around a bare loop (setup, batch start,
   before optimizer step, batch end), i.e. its own cost without Lightning's loop overhead; expm
-  through ``skew_expm`` (eigh-based exact gradient), and with ``triv="cayley"``
+  through ``skew_expm`` (one real symmetric eigh, exact gradient), and with ``triv="cayley"``
 - ``OrthogonalRegularizer``: same for the soft penalty (frobenius, weight 1e-2)
 
 Steps of all variants are interleaved round by round (so load drift on shared cores hits all of
