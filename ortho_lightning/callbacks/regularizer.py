@@ -27,8 +27,9 @@ callback cannot change the loss, so the penalty's gradient is added to ``.grad``
 Why not ``on_after_backward``: it runs once per micro-batch, on gradients that are still scaled by
 the GradScaler under ``16-mixed``, and under DDP it comes after the all-reduce on the last
 micro-batch only; a penalty added there would need ``1/k`` and scaler factors and is easy to
-average twice. (``16-mixed`` needs CUDA and is not exercised by the tests here; ``bf16-mixed``,
-accumulation, clipping and DDP are.)
+average twice. (The tests compare with the by-hand penalty under float64, ``bf16-mixed``,
+float16 autocast with a GradScaler -- Lightning's 16-mixed plugin run on the CPU, since Lightning
+turns CPU ``16-mixed`` into bf16 -- accumulation, clipping and DDP; CUDA itself is not tested.)
 
 Logged: ``ortho/penalty`` (the unweighted penalty) at every optimizer step, and
 ``ortho/defect/<module>.<block>`` every ``log_every_n_steps`` steps.

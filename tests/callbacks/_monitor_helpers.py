@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -74,7 +75,19 @@ def loader(
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle)
 
 
+#: GradScaler start for float16 runs: a power of two far from 1 (a gradient added before or after
+#: unscaling then differs by 256x), small enough that these tiny models never overflow
+FP16_INIT_SCALE = 2.0**8
+
+
 def trainer(root: Path, callbacks, logger=False, **kwargs) -> Trainer:
+    """A CPU Trainer for tests. ``precision="16-mixed"`` means float16 autocast with a GradScaler,
+    Lightning's CUDA 16-mixed code path run on the CPU: Lightning itself swaps CPU 16-mixed for
+    bf16-mixed, so the ``MixedPrecision`` plugin is passed directly."""
+    if kwargs.get("precision") == "16-mixed":
+        del kwargs["precision"]
+        scaler = torch.amp.GradScaler("cpu", init_scale=FP16_INIT_SCALE)
+        kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu", scaler=scaler)]
     options = dict(
         accelerator="cpu",
         devices=1,

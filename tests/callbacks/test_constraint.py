@@ -1,5 +1,5 @@
 """OrthogonalConstraint: orthogonality after fit, plain + parametrized checkpoints, exact resume,
-cache correctness under accumulation, bf16-mixed, removal, misconfiguration, pickling.
+cache correctness under accumulation, bf16-mixed and float16 + GradScaler, removal, misconfiguration, pickling.
 
 ``TinyRNN``/``loader``/``make_trainer`` are also used by the regularizer tests and the DDP script.
 """
@@ -142,14 +142,23 @@ def test_cache_gives_the_same_training_as_no_cache(tmp_path, accumulate):
     assert not parametrize._cache_enabled  # the global cache is closed after fit
 
 
-def test_bf16_mixed_keeps_float32_weights_orthogonal(tmp_path):
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_keeps_float32_weights_orthogonal(tmp_path, precision):
+    """Under autocast the parametrization is computed in float32 (16-mixed: float16 autocast
+    and a GradScaler, see ``make_trainer``); hard and relaxed constraints both hold."""
     model = TinyRNN()
-    make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn", relax=0.2, gain=2.0)], max_steps=30,
-                 precision="bf16-mixed").fit(model, loader())
-    W = model.rnn.weight_hh_l0.detach()
+    start = [model.rnn.weight_hh_l0.detach().clone(), model.encoder.weight.detach().clone()]
+    callbacks = [
+        OrthogonalConstraint(targets="rnn", relax=0.2, gain=2.0),
+        OrthogonalConstraint(targets="encoder", gain=1.5),
+    ]
+    make_trainer(tmp_path, callbacks, max_steps=30, precision=precision).fit(model, loader())
+    W, V = model.rnn.weight_hh_l0.detach(), model.encoder.weight.detach()
     s = torch.linalg.svdvals(W)
-    assert W.dtype == torch.float32
+    assert W.dtype == V.dtype == torch.float32
     assert s.min() >= 2.0 * 0.8 - 1e-5 and s.max() <= 2.0 * 1.2 + 1e-5
+    assert gram_error(V, 1.5) < 1e-5
+    assert not torch.allclose(V, start[1], atol=1e-3) and not torch.allclose(W, start[0], atol=1e-3)
 
 
 def test_remove_at_fit_end_leaves_a_plain_model_and_validate_works(tmp_path):

@@ -143,7 +143,7 @@ def test_report_is_a_wandb_table(tmp_path):
     assert table["data"][2] == ["layers.3.weight", "8x8", "orthogonal", 1.0]
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "bf16-true"])
 def test_half_precision_runs_start_orthogonal(tmp_path, precision):
     model, probe = TinyNet(), WeightProbe()
     trainer(tmp_path, [OrthogonalInit(gain=0.8, seed=0), probe], max_steps=1, precision=precision).fit(model, loader())

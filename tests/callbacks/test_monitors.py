@@ -297,14 +297,15 @@ def test_a_failing_measurement_warns_and_the_next_cadence_tries_again(tmp_path, 
 
 
 # ------------------------------------------------------------------------ other entry points
-def test_epoch_cadence_and_validate_test_predict_with_monitors_attached_in_bf16(tmp_path):
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_epoch_cadence_and_validate_test_predict_with_monitors_attached_in_mixed_precision(tmp_path, precision):
     monitors = [
         JacobianSpectrumMonitor(every_n_steps=1, probe_size=4),
         FisherSpectrumMonitor(probe_size=4),  # default: every epoch
         WeightSpectrumMonitor(every_n_steps=3, every_n_epochs=2),
     ]
     model = TinyNet()
-    fit = trainer(tmp_path, monitors, max_epochs=2, limit_train_batches=2, precision="bf16-mixed")
+    fit = trainer(tmp_path, monitors, max_epochs=2, limit_train_batches=2, precision=precision)
     fit.fit(model, loader())
     measured = [[0, 1, 2, 3, 4], [0, 2, 4], [0, 3, 4]]
     assert [m.measured_steps for m in monitors] == measured

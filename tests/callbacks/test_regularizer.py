@@ -1,5 +1,5 @@
 """OrthogonalRegularizer: gradients equal adding weight * penalty to the loss by hand (with and
-without accumulation, float64 and bf16-mixed), logged penalty, projection mode, misconfiguration."""
+without accumulation, float64, bf16-mixed and float16 with a GradScaler), logged penalty, projection mode, misconfiguration."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ortho_lightning.callbacks import OrthogonalConstraint, OrthogonalRegularize
 from ortho_lightning.constraints import orthogonality_penalty, selected_tensors, total_penalty
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.selection import ModuleSelector
+from tests.callbacks._monitor_helpers import FP16_INIT_SCALE
 from tests.callbacks.test_constraint import TinyRNN, gram_error, loader, make_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,6 +49,8 @@ def _run(tmp_path, precision, accumulate, callbacks, extra_loss=None, steps=3, c
         accumulate_grad_batches=accumulate, gradient_clip_val=clip,
     )
     trainer.fit(model, loader(dtype=torch.float64 if precision == "64-true" else torch.float32))
+    if precision == "16-mixed":  # really float16 with a scale far from 1
+        assert trainer.precision_plugin.scaler.get_scale() == FP16_INIT_SCALE
     return recorder.grads, model
 
 
@@ -59,8 +62,11 @@ def _run(tmp_path, precision, accumulate, callbacks, extra_loss=None, steps=3, c
         ("64-true", 2, "srip", None, 1e-13),
         ("64-true", 2, "frobenius", 0.05, 1e-13),  # clipping sees the penalty gradient too
         ("bf16-mixed", 2, "frobenius", None, 1e-6),
+        ("16-mixed", 2, "frobenius", None, 1e-6),  # GradScaler: the penalty joins unscaled grads
+        ("16-mixed", 1, "frobenius", 0.05, 1e-6),
     ],
-    ids=["f64", "f64-accumulate3", "f64-srip-accumulate2", "f64-clip-accumulate2", "bf16-accumulate2"],
+    ids=["f64", "f64-accumulate3", "f64-srip-accumulate2", "f64-clip-accumulate2", "bf16-accumulate2",
+         "fp16-accumulate2", "fp16-clip"],
 )
 def test_gradients_equal_penalty_added_to_the_loss_by_hand(tmp_path, precision, accumulate, kind, clip, tol):
     lam, gain, targets = 0.7, 1.3, ["rnn", "encoder"]
