@@ -26,7 +26,9 @@ Differences from geotorch's own ``geotorch.orthogonal``:
   init survives; ``init="haar"`` asks for geotorch's sample instead;
 - the gain is kept (geotorch and torch return unit-scale matrices);
 - the parametrization is computed in float32 or wider with autocast off (under bf16/16-mixed the
-  module then casts ``g * Q`` like any other weight);
+  module then casts ``g * Q`` like any other weight); under bf16-true/16-true, where the
+  unconstrained tensor and the base point are half precision, the trivialization (expm, cayley or
+  a callable) is evaluated in float32 and rounded;
 - a parametrized module still loads a *plain* state dict (``weight`` instead of
   ``parametrizations.weight.*``): the plain weight is projected onto the manifold.
 
@@ -56,6 +58,7 @@ from contextlib import contextmanager
 
 import geotorch
 import torch
+from geotorch.so import cayley_map
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -121,6 +124,9 @@ class OrthogonalMatrix(nn.Module):
         size = (n_blocks, rows // n_blocks, cols)
         if triv == "expm":
             triv = skew_expm  # same map as geotorch's, ~4.5x cheaper forward + backward
+        elif triv == "cayley":
+            triv = cayley_map
+        triv = _in_float32(triv)
         with _private_rng(torch.device("cpu")):  # geotorch fills its base with a random sample
             if relax is None:
                 self.manifold = geotorch.Stiefel(size, triv=triv)
@@ -161,6 +167,20 @@ class OrthogonalMatrix(nn.Module):
     def extra_repr(self) -> str:
         relax = "" if self.relax is None else f", relax={self.relax}"
         return f"n_blocks={self.n_blocks}, gain={self.gain}{relax}"
+
+
+def _in_float32(triv: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``triv`` evaluated in float32 for float16/bfloat16 tensors and rounded back (``eigh`` and
+    ``lu`` have no half-precision CPU kernels; under ``bf16-true``/``16-true`` the model's
+    unconstrained tensors and base points are half precision)."""
+
+    def trivialization(X: Tensor) -> Tensor:
+        if X.dtype in (torch.float16, torch.bfloat16):
+            return triv(X.float()).to(X.dtype)
+        return triv(X)
+
+    trivialization.__name__ = getattr(triv, "__name__", "triv")  # geotorch prints it
+    return trivialization
 
 
 @contextmanager

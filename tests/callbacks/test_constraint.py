@@ -161,6 +161,18 @@ def test_mixed_precision_keeps_float32_weights_orthogonal(tmp_path, precision):
     assert not torch.allclose(V, start[1], atol=1e-3) and not torch.allclose(W, start[0], atol=1e-3)
 
 
+@pytest.mark.parametrize("triv", ["expm", "cayley"])
+def test_bf16_true_trains_half_precision_weights_on_the_manifold(tmp_path, triv):
+    model = TinyRNN()
+    start = model.rnn.weight_hh_l0.detach().clone()
+    cb = OrthogonalConstraint(targets="rnn", gain=1.5, triv=triv)
+    make_trainer(tmp_path, [cb], max_steps=20, precision="bf16-true").fit(model, loader())
+    W = model.rnn.weight_hh_l0.detach()
+    assert W.dtype == torch.bfloat16
+    assert gram_error(W.float(), 1.5) < 16 * torch.finfo(torch.bfloat16).eps
+    assert (W.float() - start).abs().max() > 0.05
+
+
 def test_remove_at_fit_end_leaves_a_plain_model_and_validate_works(tmp_path):
     model = TinyRNN()
     trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn", remove_at_fit_end=True)], max_steps=5)

@@ -248,6 +248,28 @@ def test_bf16_autocast_computes_the_parametrization_in_float32():
     assert W.dtype == torch.float32 and _max_gram_error(W.detach(), 1.0) < 1e-5
 
 
+@pytest.mark.parametrize("triv", ["expm", "cayley"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_module_trivializes_in_float32(triv, dtype):
+    """Under bf16-true/16-true the unconstrained tensor and base point are half precision (no
+    eigh/lu kernels there): the map runs in float32, the weight is the float32 module's weight
+    rounded, and the gradient reaches the unconstrained tensor."""
+    lin = nn.Linear(8, 8)
+    orthogonalize(lin, gain=1.5, triv=triv)
+    with torch.no_grad():  # move off the base point, so the map itself is exercised
+        lin.parametrizations.weight.original.copy_(0.3 * torch.randn(8, 8))
+    W32 = lin.weight.detach()
+    lin = lin.to(dtype)
+    W = lin.weight
+    assert W.dtype == dtype
+    ulp = float(torch.finfo(dtype).eps)
+    torch.testing.assert_close(W.detach().float(), W32, rtol=0, atol=8 * ulp)
+    assert _max_gram_error(W.detach().float(), 1.5) < 16 * ulp
+    lin(torch.randn(4, 8, dtype=dtype)).square().sum().backward()
+    grad = lin.parametrizations.weight.original.grad
+    assert grad.dtype == dtype and torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
 @pytest.mark.parametrize(
     "module, kwargs, error, match",
     [
