@@ -159,7 +159,8 @@ class _SkewExpm(torch.autograd.Function):
 
 def skew_expm(X: Tensor) -> Tensor:
     """``exp(X)`` for real skew-symmetric ``X`` (..., n, n); differentiable (once) as
-    ``exp(skew(X))``. Returns an orthogonal tensor of ``X``'s shape and dtype."""
+    ``exp(skew(X))``. Returns an orthogonal tensor of ``X``'s shape and dtype (float32 or float64;
+    :func:`ortho_lightning.constraints.orthogonalize` evaluates half precision in float32)."""
     return _SkewExpm.apply(X)[0]
 
 
