@@ -35,7 +35,7 @@ from ortho_lightning.theory.free_probability import (
     _check_sigma_w,
     _check_weights,
     _q_star,
-    squared_derivative_law,
+    jacobian_moments,
 )
 
 
@@ -70,11 +70,9 @@ def fisher_moments(
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigurationError(f"theory.fisher: {name} must be an int >= 1, got {v!r}")
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
-    law = squared_derivative_law(activation, q)
-    e2, e4 = law.moment(1), law.moment(2)
-    chi = sigma_w**2 * e2
-    s_d = e4 / e2**2 - 1.0
-    s_w = 0.0 if weights == "orthogonal" else 1.0
+    jac = jacobian_moments(activation, sigma_w, sigma_b, depth, weights, q_star=q)
+    chi, s_d, s_w = jac.chi, jac.s_d, jac.s_w
+    e2 = chi / sigma_w**2  # E[phi'(h)^2]
     post = (q - sigma_b**2) / sigma_w**2  # E[phi(h)^2] = ||x||^2 / N on the fixed point
     c = width * post + 1.0
     L = depth
