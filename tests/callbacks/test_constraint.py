@@ -112,11 +112,17 @@ def test_checkpoint_is_plain_and_resume_is_exact(tmp_path):
     torch.testing.assert_close(resumed(x), straight(x), rtol=0, atol=0)
 
 
-def test_resumed_optimizer_state_matches_parameters(tmp_path):
+def _fit_and_save(tmp_path):
+    """Three constrained steps of a TinyRNN, saved to ``tmp_path / "k.ckpt"``; returns the model."""
     model = TinyRNN()
-    t1 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=3)
-    t1.fit(model, loader())
-    t1.save_checkpoint(tmp_path / "k.ckpt")
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=3)
+    trainer.fit(model, loader())
+    trainer.save_checkpoint(tmp_path / "k.ckpt")
+    return model
+
+
+def test_resumed_optimizer_state_matches_parameters(tmp_path):
+    _fit_and_save(tmp_path)
     resumed = TinyRNN()
     t2 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=4)
     t2.fit(resumed, loader(), ckpt_path=tmp_path / "k.ckpt")
@@ -185,10 +191,7 @@ def test_remove_at_fit_end_leaves_a_plain_model_and_validate_works(tmp_path):
 
 
 def test_validate_from_checkpoint_loads_plain_weights_into_plain_model(tmp_path):
-    model = TinyRNN()
-    t1 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=3)
-    t1.fit(model, loader())
-    t1.save_checkpoint(tmp_path / "k.ckpt")
+    model = _fit_and_save(tmp_path)
     fresh = TinyRNN()
     t2 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")])
     t2.validate(fresh, loader(), ckpt_path=tmp_path / "k.ckpt")

@@ -56,10 +56,15 @@ def test_report_on_a_non_experiment_folder_is_an_error(tmp_path):
         make_report(tmp_path)
 
 
-def test_report_names_a_missing_column(folder):
+def _set_first_figure(folder, key, value):
+    """Rewrite the experiment.yaml in ``folder`` with its first figure's ``key`` set to ``value``."""
     spec = yaml.safe_load((folder / "experiment.yaml").read_text())
-    spec["report"]["figures"][0]["y"] = "accuracy"
+    spec["report"]["figures"][0][key] = value
     (folder / "experiment.yaml").write_text(yaml.safe_dump(spec))
+
+
+def test_report_names_a_missing_column(folder):
+    _set_first_figure(folder, "y", "accuracy")
     with pytest.raises(ConfigurationError, match=r"column\(s\) \['accuracy'\] are not in the table"):
         make_report(folder)
 
@@ -76,9 +81,7 @@ def test_median_and_quartiles_interpolate_like_numpy():
 
 
 def test_unknown_aggregate_is_named(folder):
-    spec = yaml.safe_load((folder / "experiment.yaml").read_text())
-    spec["report"]["figures"][0]["agg"] = "mode"
-    (folder / "experiment.yaml").write_text(yaml.safe_dump(spec))
+    _set_first_figure(folder, "agg", "mode")
     with pytest.raises(ConfigurationError, match=r"agg must be one of \['mean', 'median'\], received 'mode'"):
         make_report(folder)
 
