@@ -64,15 +64,15 @@ def _skew(M: Tensor) -> Tensor:
     return (M - M.mT) / 2
 
 
+_HANKEL_TENSORS: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
 def _series_coefficients(lam: Tensor) -> Tensor:
-    """``_HANKEL`` as a tensor of ``lam``'s dtype and device (cached: it is built per call)."""
+    """``_HANKEL`` as a tensor of ``lam``'s dtype and device, cached rather than rebuilt per call."""
     key = (lam.dtype, lam.device)
     if key not in _HANKEL_TENSORS:
         _HANKEL_TENSORS[key] = torch.tensor(_HANKEL, dtype=lam.dtype, device=lam.device)
     return _HANKEL_TENSORS[key]
-
-
-_HANKEL_TENSORS: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
 
 def _divided_differences(theta: Tensor) -> tuple[Tensor, Tensor]:

@@ -175,9 +175,7 @@ def _in_float32(triv: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     unconstrained tensors and base points are half precision)."""
 
     def trivialization(X: Tensor) -> Tensor:
-        if X.dtype in (torch.float16, torch.bfloat16):
-            return triv(X.float()).to(X.dtype)
-        return triv(X)
+        return triv(X.to(torch.promote_types(X.dtype, torch.float32))).to(X.dtype)
 
     trivialization.__name__ = getattr(triv, "__name__", "triv")  # geotorch prints it
     return trivialization
