@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from ortho_lightning import cli as cli_module
@@ -127,3 +128,28 @@ def test_console_script_prints_config(tmp_path):
                           "--print_config"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert yaml.safe_load(out.stdout)["model"]["class_path"] == "ortho_lightning.models.MLPClassifier"
+
+
+# (model, data, model/data flags) for every recipe model class, tiny
+CLI_MODELS = {
+    "mlp": ["--model=ortho_lightning.models.MLPClassifier", "--model.depth=1", "--model.width=6"],
+    "cnn": ["--model=ortho_lightning.models.CNNClassifier", "--model.depth=1", "--model.channels=3",
+            "--model.downsample=1"],
+    "rnn": ["--data=ortho_lightning.data.SeqMNISTDataModule", "--data.mode=row",
+            "--model=ortho_lightning.models.RNNClassifier", "--model.cell=gru", "--model.hidden_size=4"],
+}
+
+
+@pytest.mark.parametrize("name", list(CLI_MODELS))
+def test_cli_checkpoint_reloads_with_load_from_checkpoint(tiny, tmp_path, name):
+    args = [a for a in _args(tiny, tmp_path) if a not in MLP]
+    cli = cli_main(["fit", *args, *CLI_MODELS[name], "--model.optimizer=torch.optim.SGD",
+                    "--model.optimizer.lr=0.05", "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+                    "--model.lr_scheduler.step_size=3"])
+    (path,) = (tmp_path / "runs").rglob("*.ckpt")
+    restored = type(cli.model).load_from_checkpoint(path)
+    x = next(iter(cli.datamodule.val_dataloader()))[0]
+    torch.testing.assert_close(restored(x), cli.model(x))
+    config = restored.configure_optimizers()
+    assert type(config["optimizer"]) is torch.optim.SGD and config["optimizer"].defaults["lr"] == 0.05
+    assert config["lr_scheduler"]["scheduler"].step_size == 3

@@ -17,7 +17,10 @@ error naming the key, the accepted values and the value received.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,8 +83,11 @@ class ClassificationModule(LightningModule):
 
     Args:
         num_classes: number of classes (the datamodule's ``num_classes``; the CLI links it).
-        optimizer: a callable ``params -> Optimizer`` (default Adam, lr 1e-3).
-        lr_scheduler: a callable ``optimizer -> LRScheduler``, or ``None`` for a constant rate.
+        optimizer: a callable ``params -> Optimizer`` (default Adam, lr 1e-3), or its
+            ``{"class_path", "init_args"}`` dict (what checkpoints store, so
+            ``load_from_checkpoint`` rebuilds it from a plain-Trainer or a CLI checkpoint).
+        lr_scheduler: a callable ``optimizer -> LRScheduler`` (or its dict), or ``None`` for a
+            constant rate.
     """
 
     def __init__(
@@ -93,15 +99,19 @@ class ClassificationModule(LightningModule):
         super().__init__()
         owner = type(self).__name__
         self.num_classes = check_int(owner, "num_classes", num_classes, minimum=2)
+        optimizer = from_class_config(owner, "optimizer", optimizer)
+        lr_scheduler = from_class_config(owner, "lr_scheduler", lr_scheduler)
         if not callable(optimizer):
             raise ConfigurationError(
-                f"{owner}: optimizer must be a callable params -> Optimizer "
-                f"(a torch.optim class or a partial of one), got {optimizer!r}"
+                f"{owner}: optimizer must be a callable params -> Optimizer (a torch.optim "
+                f"class or a partial of one, or its {{'class_path', 'init_args'}} dict), got "
+                f"{optimizer!r}{_UNNAMED_HINT if isinstance(optimizer, str) else ''}"
             )
         if lr_scheduler is not None and not callable(lr_scheduler):
             raise ConfigurationError(
-                f"{owner}: lr_scheduler must be None or a callable optimizer -> LRScheduler, "
-                f"got {lr_scheduler!r}"
+                f"{owner}: lr_scheduler must be None or a callable optimizer -> LRScheduler "
+                f"(or its {{'class_path', 'init_args'}} dict), got {lr_scheduler!r}"
+                f"{_UNNAMED_HINT if isinstance(lr_scheduler, str) else ''}"
             )
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
@@ -162,20 +172,52 @@ class ClassificationModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the checkpoint ``weights_only``-safe: optimizer / scheduler callables given in
-        Python (a class or a partial) are stored by their dotted name."""
+        """Keep the checkpoint ``weights_only``-safe and reloadable: optimizer / scheduler
+        callables given in Python (a class or a partial of one) are stored as the
+        ``{"class_path", "init_args"}`` dict LightningCLI writes, which ``__init__`` (and so
+        ``load_from_checkpoint``) turns back into the callable."""
         hparams = checkpoint.get("hyper_parameters")
         if isinstance(hparams, dict):
             for key in ("optimizer", "lr_scheduler"):
                 if key in hparams and callable(hparams[key]):
-                    hparams[key] = _describe(hparams[key])
+                    hparams[key] = to_class_config(hparams[key])
 
 
-def _describe(fn: Callable) -> str:
-    """A readable, plain-string description of a class or a partial of one."""
+#: appended to the error when a checkpoint holds a callable it could only describe
+_UNNAMED_HINT = (
+    " (a checkpoint stores a callable that is not a class or a keyword partial of one as this "
+    "description only; pass it again: load_from_checkpoint(path, optimizer=...))"
+)
+
+
+def to_class_config(fn: Callable) -> dict[str, Any] | str:
+    """``{"class_path": "torch.optim.sgd.SGD", "init_args": {"lr": 0.1}}`` for an importable
+    class or function, or a keyword-only ``functools.partial`` of one (the form LightningCLI
+    saves and :func:`from_class_config` reads); any other callable becomes a readable
+    description string, which cannot be turned back into the callable."""
     func = getattr(fn, "func", fn)
-    name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}"
-    kwargs = getattr(fn, "keywords", None)
+    args = getattr(fn, "args", ())
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", None)
+    name = f"{module}.{qualname}" if module and qualname else repr(func)
+    kwargs = dict(getattr(fn, "keywords", None) or {})
+    if not args and qualname and "." not in qualname and "<" not in qualname:
+        with contextlib.suppress(ImportError):
+            if getattr(importlib.import_module(module), qualname, None) is func:
+                return {"class_path": name, "init_args": kwargs}
     if kwargs:
         name += "(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
     return name
+
+
+def from_class_config(owner: str, key: str, value: Any) -> Any:
+    """``functools.partial(cls, **init_args)`` for a ``{"class_path", "init_args"}`` mapping
+    (as checkpoints and configs store it); any other ``value`` unchanged."""
+    if not (isinstance(value, Mapping) and "class_path" in value):
+        return value
+    path = str(value["class_path"])
+    module_name, _, attr = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigurationError(f"{owner}: {key}: cannot import class_path {path!r} ({err})") from None
+    return functools.partial(cls, **dict(value.get("init_args") or {}))

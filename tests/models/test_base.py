@@ -5,7 +5,8 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from ortho_lightning.models import MLPClassifier
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.models import CNNClassifier, MLPClassifier, RNNClassifier
 
 
 def _loader(n=48, seed=0):
@@ -49,15 +50,69 @@ def test_optimizer_and_scheduler_callables_are_used():
     assert plateau.configure_optimizers()["lr_scheduler"]["monitor"] == "val/loss"
 
 
-def test_checkpoint_is_weights_only_safe_and_reloads(tmp_path):
-    model = MLPClassifier(depth=2, width=8, input_shape=(6,), num_classes=4,
-                          optimizer=partial(torch.optim.SGD, lr=0.1))
+# (model class, its kwargs for 6-feature inputs) for every recipe model
+MODELS = [
+    (MLPClassifier, {"depth": 2, "width": 8, "input_shape": (6,)}),
+    (CNNClassifier, {"kind": "1d", "depth": 2, "channels": 4, "input_shape": (6, 1)}),
+    (RNNClassifier, {"cell": "lstm", "hidden_size": 5, "input_shape": (3, 2)}),
+]
+OPTIMIZERS = [
+    (torch.optim.Adam, None, torch.optim.Adam, {"lr": 1e-3}),
+    (partial(torch.optim.SGD, lr=0.1, momentum=0.5),
+     partial(torch.optim.lr_scheduler.StepLR, step_size=7, gamma=0.5),
+     torch.optim.SGD, {"lr": 0.1, "momentum": 0.5}),
+]
+
+
+@pytest.mark.parametrize(("model_class", "kwargs"), MODELS, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize(("optimizer", "scheduler", "optimizer_class", "defaults"), OPTIMIZERS,
+                         ids=["adam-default", "sgd-partial-steplr"])
+def test_plain_trainer_checkpoint_is_weights_only_safe_and_reloads(
+    tmp_path, model_class, kwargs, optimizer, scheduler, optimizer_class, defaults
+):
+    model = model_class(num_classes=4, optimizer=optimizer, lr_scheduler=scheduler, **kwargs)
     trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(model, _loader())
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
-    checkpoint = torch.load(path, weights_only=True)
-    assert checkpoint["hyper_parameters"]["optimizer"] == "torch.optim.sgd.SGD(lr=0.1)"
-    restored = MLPClassifier.load_from_checkpoint(path, optimizer=torch.optim.SGD)
+    torch.load(path, weights_only=True)  # no pickled callables inside
+
+    restored = model_class.load_from_checkpoint(path)  # no argument given again
     x = torch.randn(3, 6)
     torch.testing.assert_close(restored(x), model(x))
+    config = restored.configure_optimizers()
+    built = config if scheduler is None else config["optimizer"]
+    assert type(built) is optimizer_class
+    assert {k: built.defaults[k] for k in defaults} == defaults
+    if scheduler is not None:
+        step = config["lr_scheduler"]["scheduler"]
+        assert (step.step_size, step.gamma) == (7, 0.5)
+    # and training resumes from it with the same optimizer (state included)
+    resumed = _trainer(tmp_path / "resumed", max_steps=4, limit_val_batches=0)
+    resumed.fit(model_class.load_from_checkpoint(path), _loader(), ckpt_path=path)
+    assert resumed.global_step == 4
+
+
+class _MakeSGD:
+    """A callable object: picklable, but not a class or function a checkpoint can name."""
+
+    def __call__(self, params):
+        return torch.optim.SGD(params, lr=0.1)
+
+
+def test_unnameable_optimizer_is_described_and_reload_asks_for_it(tmp_path):
+    model = MLPClassifier(depth=1, width=4, input_shape=(6,), num_classes=4, optimizer=_MakeSGD())
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(model, _loader())
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    assert "_MakeSGD" in torch.load(path, weights_only=True)["hyper_parameters"]["optimizer"]
+    with pytest.raises(ConfigurationError, match=r"optimizer.*pass it again.*optimizer="):
+        MLPClassifier.load_from_checkpoint(path)
+    restored = MLPClassifier.load_from_checkpoint(path, optimizer=torch.optim.SGD)
+    assert isinstance(restored.configure_optimizers(), torch.optim.SGD)
+
+
+def test_class_config_with_a_bad_class_path_names_it():
+    with pytest.raises(ConfigurationError, match=r"MLPClassifier: optimizer: cannot import.*torch.optim.Nope"):
+        MLPClassifier(depth=1, width=4, optimizer={"class_path": "torch.optim.Nope", "init_args": {}})
