@@ -62,6 +62,40 @@ DEFAULT_LOGGER = {
 }
 
 
+#: type of the Trainer's batch-count arguments, int tried first (see :class:`CLITrainer`)
+BatchLimit = int | float | None
+
+
+class CLITrainer(Trainer):
+    """The ``Trainer`` the CLI builds: Lightning's own, with its ``limit_*_batches`` and
+    ``val_check_interval`` arguments declared ``int | float | None`` (int first).
+
+    Lightning annotates them ``Optional[Union[int, float]]``, which ``typing`` may hand back as
+    ``Union[float, int, None]`` (unions compare equal whatever their order and are cached), and
+    the parser then reads ``limit_val_batches: 1`` as the fraction 1.0 (every batch) instead of
+    one batch. Everything else is passed through unchanged.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: BatchLimit = None,
+        limit_val_batches: BatchLimit = None,
+        limit_test_batches: BatchLimit = None,
+        limit_predict_batches: BatchLimit = None,
+        val_check_interval: BatchLimit = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            val_check_interval=val_check_interval,
+            **kwargs,
+        )
+
+
 class RunConfigCallback(SaveConfigCallback):
     """Saves the resolved config as :data:`CONFIG_FILENAME` in :func:`~ortho_lightning.callbacks._logging.run_dir` and puts it into
     ``wandb.config`` (on rank zero)."""
@@ -130,6 +164,7 @@ def cli_main(
         subclass_mode_model=True,
         datamodule_class=LightningDataModule,
         subclass_mode_data=True,
+        trainer_class=CLITrainer,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"save_to_log_dir": False, "config_filename": CONFIG_FILENAME},
         trainer_defaults={"logger": DEFAULT_LOGGER},

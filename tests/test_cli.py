@@ -8,12 +8,14 @@ import sys
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
 from ortho_lightning import cli as cli_module
 from ortho_lightning.cli import CONFIG_FILENAME, cli_main, main
 from ortho_lightning.exceptions import DataError
 from tests._wandb import config as wandb_config
 from tests._wandb import history_keys, offline_runs
+from tests.conftest import REPO_ROOT
 from tests.data.conftest import make_tiny_mnist
 
 MLP = ["--model=ortho_lightning.models.MLPClassifier", "--model.depth=2", "--model.width=8"]
@@ -153,3 +155,38 @@ def test_cli_checkpoint_reloads_with_load_from_checkpoint(tiny, tmp_path, name):
     config = restored.configure_optimizers()
     assert type(config["optimizer"]) is torch.optim.SGD and config["optimizer"].defaults["lr"] == 0.05
     assert config["lr_scheduler"]["scheduler"].step_size == 3
+
+
+class CountBatches(Callback):
+    """Counts the batches each loop actually ran (the CLI builds it from its class path)."""
+
+    def __init__(self) -> None:
+        self.counts = {"train": 0, "val": 0, "test": 0}
+
+    def on_train_batch_end(self, *args, **kwargs):
+        self.counts["train"] += 1
+
+    def on_validation_batch_end(self, *args, **kwargs):
+        self.counts["val"] += 1
+
+    def on_test_batch_end(self, *args, **kwargs):
+        self.counts["test"] += 1
+
+
+@pytest.mark.parametrize("command", ["fit", "test"])
+def test_smoke_config_runs_the_batches_it_says(tiny, tmp_path, command):
+    # 30 train images and 10 val images in batches of 2: 15 and 5 batches, 10 test batches
+    recipes = REPO_ROOT / "recipes"
+    args = [command, "--config", str(recipes / "mnist_mlp_critical.yaml"), "--config",
+            str(recipes / "smoke.yaml"), *_args(tiny, tmp_path), "--data.batch_size=2",
+            "--trainer.callbacks+=tests.test_cli.CountBatches"]
+    cli = cli_main(args)
+    (counter,) = [c for c in cli.trainer.callbacks if isinstance(c, CountBatches)]
+    smoke = yaml.safe_load((REPO_ROOT / "recipes" / "smoke.yaml").read_text())["trainer"]
+    assert smoke["limit_val_batches"] == 1 and smoke["limit_test_batches"] == 1
+    if command == "fit":
+        # max_steps 4, validation every 2 steps on 1 batch, plus the 1-batch sanity check
+        assert smoke["max_steps"] == 4 and smoke["val_check_interval"] == 2
+        assert counter.counts == {"train": 4, "val": 1 + 2, "test": 0}
+    else:
+        assert counter.counts == {"train": 0, "val": 0, "test": 1}
