@@ -14,6 +14,10 @@ When things happen:
   is drawn. Otherwise the init runs in ``setup`` and the restore that follows overwrites every
   tensor it wrote (it draws from its own generator, so the global RNG is untouched);
   ``on_fit_start`` then sees ``trainer.ckpt_path``, drops the report and logs nothing.
+- ``input_q="match"``: in ``setup``, the first ``input_batch_size`` samples of the training set
+  (``trainer.datamodule.train_dataloader()``'s dataset, in order: no draw from any RNG, the same
+  batch on every rank) give the input second moment the first layer is matched to; the report
+  then holds every layer's q measured on that batch beside q*.
 - ``on_fit_start``: the report is logged with the one log adapter (a W&B table with
   ``WandbLogger``, Markdown text on TensorBoard and in the Python log otherwise), rank zero only.
 
@@ -37,12 +41,43 @@ from ortho_lightning.init.criticality import Gain
 from ortho_lightning.init.initialize import InitConfig, InitReport, SchemeFn, apply_config
 
 
+def first_training_inputs(trainer: Trainer, n: int) -> torch.Tensor:
+    """The inputs of the first ``n`` samples of the training set, stacked (N, *in).
+
+    Read from ``trainer.datamodule``'s train loader's dataset by index (the sampler is not
+    touched, so no RNG moves); a loader without a map-style dataset gives its first batch under
+    ``torch.random.fork_rng``.
+
+    Raises:
+        ConfigurationError: the trainer has no datamodule (``fit(model, train_dataloaders=...)``).
+    """
+    datamodule = trainer.datamodule
+    if datamodule is None:
+        raise ConfigurationError(
+            "OrthogonalInit(input_q='match') reads a batch of the training data from the "
+            "datamodule: pass one to fit(model, datamodule=...), or initialise with "
+            "ortho_lightning.init.initialize(model, ..., input_q='match', inputs=<batch>)"
+        )
+    loader = datamodule.train_dataloader()
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        samples = [dataset[i] for i in range(min(n, len(dataset)))]
+        batch = torch.utils.data.default_collate(samples)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            batch = next(iter(loader))
+    x = batch[0] if isinstance(batch, list | tuple) else batch
+    return x[:n]
+
+
 class OrthogonalInit(Callback):
     """Initialise the LightningModule's Linear / ConvNd / recurrent modules at the start of fit.
 
     Args:
-        scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent: as in
-            :func:`ortho_lightning.init.initialize`.
+        scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent, q_star,
+            input_q, rest: as in :func:`ortho_lightning.init.initialize`. With
+            ``input_q="match"`` the inputs are the first ``input_batch_size`` training samples.
+        input_batch_size: samples whose second moment the first layer is matched to.
         seed: seed of the init's own generator (same seed, same weights); ``None`` uses rank
             zero's ``torch.initial_seed()`` (set by ``seed_everything``).
         log_key: key of the logged report table.
@@ -58,17 +93,27 @@ class OrthogonalInit(Callback):
         scheme: str | SchemeFn = "orthogonal",
         gain: Gain = 1.0,
         activation: str | Activation = "tanh",
-        sigma_b: float = 0.0,
+        sigma_b: float | None = None,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         fallback: str | SchemeFn | None = None,
         recurrent: str = "all",
         seed: int | None = None,
         log_key: str = "init/report",
+        q_star: float | None = None,
+        input_q: str | None = None,
+        input_batch_size: int = 256,
+        rest: str = "keep",
     ) -> None:
         self.config = InitConfig.build(
-            scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent
+            scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent,
+            q_star=q_star, input_q=input_q, rest=rest,
         )
+        if isinstance(input_batch_size, bool) or not isinstance(input_batch_size, int) or input_batch_size < 1:
+            raise ConfigurationError(
+                f"input_batch_size: expected an int >= 1, got {input_batch_size!r}"
+            )
+        self.input_batch_size = input_batch_size
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ConfigurationError(f"seed: expected None or an int >= 0, got {seed!r}")
         if not isinstance(log_key, str) or not log_key:
@@ -95,7 +140,10 @@ class OrthogonalInit(Callback):
         if seed is None:
             seed = int(trainer.strategy.broadcast(int(torch.initial_seed()), src=0))
         generator = torch.Generator().manual_seed(seed)
-        self.report = apply_config(pl_module, self.config, generator)
+        inputs = None
+        if self.config.input_q is not None:
+            inputs = first_training_inputs(trainer, self.input_batch_size)
+        self.report = apply_config(pl_module, self.config, generator, inputs)
         self.seed_used = seed
         self.applied = True
 

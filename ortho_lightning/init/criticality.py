@@ -70,26 +70,117 @@ def _moments(
     return e_phi2, e_dphi2
 
 
-def critical_point(activation: str | Activation, sigma_b: float = 0.0) -> CriticalPoint:
-    """Solve q* = L(q*) and chi_1(q*) = 1 jointly for ``activation`` at bias scale ``sigma_b``.
+def critical_point(
+    activation: str | Activation, sigma_b: float | None = None, *, q_star: float | None = None
+) -> CriticalPoint:
+    """The point of the critical line (chi_1 = 1) for ``activation``, given either the bias
+    scale ``sigma_b`` or the fixed point ``q_star`` it should have.
+
+    Along the critical line sigma_w^2 = 1 / E[phi'(sqrt(q*) z)^2] and
+    sigma_b^2 = q* - E[phi(sqrt(q*) z)^2] / E[phi'(sqrt(q*) z)^2], so a q* fixes the point
+    directly (the papers index their settings by q*: Pennington et al. 2017, Sokol & Park 2020).
 
     Args:
         activation: a name from :data:`ortho_lightning.activations.ACTIVATIONS` or an
             elementwise callable.
-        sigma_b: bias standard deviation >= 0.
+        sigma_b: bias standard deviation >= 0 (default 0 when ``q_star`` is not given).
+        q_star: the pre-activation variance fixed point wanted, > 0 (keyword only; give
+            ``sigma_b`` or ``q_star``, not both). For positively homogeneous activations every q
+            is a fixed point at sigma_b = 0, and ``q_star`` is returned as given.
 
     Returns:
         :class:`CriticalPoint` (floats). ``critical_point("tanh")`` is sigma_w = 1, q* = 0 (the
-        limit of the critical line); ``critical_point("relu")`` is sigma_w = sqrt 2.
+        limit of the critical line); ``critical_point("relu")`` is sigma_w = sqrt 2;
+        ``critical_point("tanh", q_star=1/64)`` has sigma_b = 0.00201.
 
     Raises:
         NoCriticalPointError: no q with chi_1 = 1 is a fixed point, e.g. relu with sigma_b > 0
-            (on chi_1 = 1 its length map is q -> q + sigma_b^2, so q* diverges), or phi' = 0.
-        ConfigurationError: negative or non-finite ``sigma_b``.
+            (on chi_1 = 1 its length map is q -> q + sigma_b^2, so q* diverges), or phi' = 0;
+            or no sigma_b >= 0 puts the fixed point at ``q_star`` (the message names the
+            reachable range, e.g. sigmoid needs q* above about 3.8).
+        ConfigurationError: negative or non-finite ``sigma_b`` or ``q_star``, or both given.
     """
+    if q_star is not None:
+        if sigma_b is not None:
+            raise ConfigurationError(
+                f"critical_point: give sigma_b or q_star, not both (got sigma_b={sigma_b!r}, "
+                f"q_star={q_star!r})"
+            )
+        q = _finite(q_star, "q_star", positive=True)
+        if isinstance(activation, str):
+            return _critical_point_at_q_by_name(activation_name(activation), q)
+        return _solve_at_q(activation, q)
+    sigma_b = 0.0 if sigma_b is None else _finite(sigma_b, "sigma_b", positive=False)
     if isinstance(activation, str):
-        return _critical_point_by_name(activation_name(activation), float(sigma_b))
-    return _solve(activation, float(sigma_b))
+        return _critical_point_by_name(activation_name(activation), sigma_b)
+    return _solve(activation, sigma_b)
+
+
+def _finite(value: float, name: str, *, positive: bool) -> float:
+    """``value`` as a float if it is a finite number > 0 (``positive``) or >= 0."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigurationError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+@lru_cache(maxsize=64)
+def _critical_point_at_q_by_name(name: str, q_star: float) -> CriticalPoint:
+    return _solve_at_q(name, q_star)
+
+
+def _solve_at_q(activation: str | Activation, q_star: float) -> CriticalPoint:
+    name = activation_name(activation)
+    phi, dphi = get_activation(activation), derivative(activation)
+    kinks = activation_kinks(activation)
+    e_phi2, e_dphi2 = (float(v) for v in _moments(phi, dphi, q_star, kinks))
+    if e_dphi2 <= 0:
+        raise NoCriticalPointError(
+            f"{name} has no critical point at q_star={q_star:g}: E[phi'(h)^2] = 0 there, so "
+            "chi_1 = 1 cannot be reached by any sigma_w"
+        )
+    sigma_w = 1.0 / math.sqrt(e_dphi2)
+    sigma_b2 = q_star - e_phi2 / e_dphi2
+    # relative round-off of the quadrature: a homogeneous phi gives sigma_b^2 = 0 up to ~1e-16 q
+    if sigma_b2 < -1e-12 * q_star:
+        raise NoCriticalPointError(
+            f"{name} has no critical point with q_star={q_star:g}: on the critical line "
+            f"sigma_b^2 = q* - E[phi^2]/E[phi'^2] = {sigma_b2:.4g} < 0 there; "
+            f"{_reachable(phi, dphi, kinks)}"
+        )
+    sigma_b = math.sqrt(sigma_b2) if sigma_b2 > 1e-12 * q_star else 0.0
+    slope = float(length_map_slope(q_star, activation, sigma_w))
+    depth = -1.0 / math.log(slope) if 0 < slope < 1 - 1e-12 else math.inf
+    return CriticalPoint(sigma_w, sigma_b, q_star, sigma_w**2 * e_dphi2, depth)
+
+
+def _reachable(phi: Activation, dphi: Activation, kinks: tuple[float, ...]) -> str:
+    """Words naming the q* that some sigma_b >= 0 reaches: the intervals of the scan grid where
+    sigma_b^2(q) = q - E[phi^2]/E[phi'^2] >= 0, edges refined by Brent's method."""
+    from scipy.optimize import brentq
+
+    def sigma_b2(q: float) -> float:
+        a, b = _moments(phi, dphi, q, kinks)
+        return q - float(a / b)
+
+    e_phi2, e_dphi2 = _moments(phi, dphi, _GRID, kinks)
+    ok = (e_dphi2 > 0).numpy() & ((_GRID - (e_phi2 / e_dphi2).numpy()) >= 0)
+    if not ok.any():
+        return f"no q* in [{_GRID[0]:g}, {_GRID[-1]:g}] is reachable"
+
+    def edge(i: int) -> float:  # the sign change of sigma_b2 between grid points i and i + 1
+        return float(brentq(sigma_b2, _GRID[i], _GRID[i + 1], xtol=1e-12, rtol=1e-10))
+
+    runs = []
+    for start in np.nonzero(ok & ~np.r_[False, ok[:-1]])[0]:
+        stop = start
+        while stop + 1 < len(ok) and ok[stop + 1]:
+            stop += 1
+        low = _GRID[0] if start == 0 else edge(start - 1)
+        high = _GRID[-1] if stop == len(ok) - 1 else edge(stop)
+        runs.append(f"[{low:.4g}, {high:.4g}]")
+    return f"reachable q* (searched from {_GRID[0]:g} to {_GRID[-1]:g}): {' and '.join(runs)}"
 
 
 @lru_cache(maxsize=64)
@@ -100,8 +191,6 @@ def _critical_point_by_name(name: str, sigma_b: float) -> CriticalPoint:
 def _solve(activation: str | Activation, sigma_b: float) -> CriticalPoint:
     from scipy.optimize import brentq
 
-    if not math.isfinite(sigma_b) or sigma_b < 0:
-        raise ConfigurationError(f"sigma_b: expected a finite number >= 0, got {sigma_b!r}")
     name = activation_name(activation)
     phi, dphi = get_activation(activation), derivative(activation)
     kinks = activation_kinks(activation)

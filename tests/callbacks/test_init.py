@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningDataModule
 
 from ortho_lightning.callbacks import OrthogonalInit
 from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
@@ -139,8 +139,8 @@ def test_report_is_a_wandb_table(tmp_path):
     rows = [t for t in logged if t.get("_type") == "table-file"]
     assert len(rows) == 1 and rows[0]["nrows"] == 6
     table = json.loads((run / "files" / rows[0]["path"]).read_text())
-    assert table["columns"] == ["name", "shape", "scheme", "gain"]
-    assert table["data"][2] == ["layers.3.weight", "8x8", "orthogonal", 1.0]
+    assert table["columns"] == ["name", "shape", "scheme", "gain", "q"]
+    assert table["data"][2] == ["layers.3.weight", "8x8", "orthogonal", 1.0, None]
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "bf16-true"])
@@ -165,3 +165,39 @@ def test_ddp_ranks_start_from_identical_weights(tmp_path):
     for k in r0["after_init"]:
         assert torch.equal(r0["after_init"][k], r1["after_init"][k]), k
     assert _is_scaled_isometry(r0["after_init"]["layers.3.weight"], 1.1)
+
+
+class _DataModule(LightningDataModule):
+    """The loader() data at 3x scale (second moment 9), as a datamodule."""
+
+    def train_dataloader(self):
+        base = loader(n=512, batch_size=16, shuffle=True)
+        x, y = base.dataset.tensors
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(3 * x, y), batch_size=16, shuffle=True
+        )
+
+
+def test_input_match_reads_the_training_data_and_reports_q(tmp_path):
+    from ortho_lightning.init.input_matching import preactivation_q
+
+    model, probe = TinyNet(), WeightProbe()
+    callback = OrthogonalInit(gain="critical", q_star=0.1, input_q="match", input_batch_size=128, seed=0)
+    dm = _DataModule()
+    trainer(tmp_path, [callback, probe], max_steps=1).fit(model, datamodule=dm)
+    x = dm.train_dataloader().dataset.tensors[0][:128]
+    # the first layer was scaled to the data: q_1 = q* = 0.1 on the batch it was matched to
+    start = TinyNet()
+    start.load_state_dict(probe.at_train_start[0])
+    measured = preactivation_q(start, x)
+    assert measured["layers.0"] == pytest.approx(0.1, rel=0.15)
+    report = {r.name: r for r in callback.report}
+    assert report["layers.0.weight"].q == pytest.approx(measured["layers.0"], rel=1e-9)
+    assert report["layers.0.weight"].scheme == "orthogonal (input matched)"
+    assert callback.report.input_second_moment == pytest.approx(float(x.square().mean()))
+
+
+def test_input_match_without_a_datamodule_says_what_to_do(tmp_path):
+    callback = OrthogonalInit(gain="critical", q_star=0.1, input_q="match")
+    with pytest.raises(ConfigurationError, match="reads a batch of the training data from the datamodule"):
+        trainer(tmp_path, [callback], max_steps=1).fit(TinyNet(), loader())

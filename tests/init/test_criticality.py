@@ -115,3 +115,56 @@ def test_no_critical_point_says_why(activation, sigma_b, match):
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# hardtanh is linear on [-1, 1]: below q* ~ 0.2 its sigma_b is of order exp(-1 / (2 q*)) and no
+# longer pins q* down in float64, so its round trip is checked where it is well conditioned
+ROUND_TRIPS = [(a, q) for a in ("tanh", "erf") for q in (1e-4, 1 / 64, 0.0259, 0.5, 8.0)] + [
+    ("hardtanh", 0.5), ("hardtanh", 8.0)
+]
+
+
+@pytest.mark.parametrize("activation,q_star", ROUND_TRIPS)
+def test_q_star_form_round_trips_through_the_sigma_b_form(activation, q_star):
+    by_q = critical_point(activation, q_star=q_star)
+    by_b = critical_point(activation, by_q.sigma_b)
+    assert by_q.q_star == q_star
+    assert by_b.q_star == pytest.approx(q_star, rel=1e-8)
+    assert by_b.sigma_w == pytest.approx(by_q.sigma_w, rel=1e-8)
+    assert by_q.chi == pytest.approx(1.0, abs=1e-12)
+
+
+def test_q_star_form_matches_the_independent_tanh_solver():
+    # the Sokol & Park / Hayase & Karakida setting: q* = 0.0259 <-> sigma_b^2 ~ 2e-5
+    cp = critical_point("tanh", q_star=0.0259)
+    ref = tanh_critical_point(cp.sigma_b)
+    assert cp.sigma_w == pytest.approx(ref[0], rel=1e-7)
+    assert ref[1] == pytest.approx(0.0259, rel=1e-6)
+
+
+def test_homogeneous_activation_takes_any_q_star_at_zero_bias():
+    cp = critical_point("relu", q_star=3.0)
+    assert (cp.sigma_w, cp.sigma_b, cp.q_star) == (pytest.approx(math.sqrt(2)), 0.0, 3.0)
+
+
+def test_unreachable_q_star_names_the_reachable_range():
+    # sigmoid's critical line starts at q* ~ 45.6: below it sigma_b^2 would be negative
+    with pytest.raises(NoCriticalPointError, match=r"q_star=0.1.*reachable q\*.*\[45\.6\d*, 1e\+08\]"):
+        critical_point("sigmoid", q_star=0.1)
+    edge = critical_point("sigmoid", q_star=46.0)
+    assert 0 < edge.sigma_b < 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"sigma_b": 0.1, "q_star": 0.5}, "give sigma_b or q_star, not both"),
+        ({"q_star": 0.0}, "q_star: expected a finite number > 0, got 0.0"),
+        ({"q_star": -1.0}, "q_star: expected a finite number > 0, got -1.0"),
+        ({"q_star": float("nan")}, "q_star: expected a finite number > 0"),
+    ],
+    ids=["both", "zero", "negative", "nan"],
+)
+def test_bad_q_star(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        critical_point("tanh", **kwargs)

@@ -99,7 +99,7 @@ def test_report_has_one_record_per_block_and_prints_a_table():
     assert not any(n.startswith("norm") for n in names)  # LayerNorm is not a selected type
     text = str(report)
     lines = text.splitlines()
-    assert lines[0].split() == ["name", "shape", "scheme", "gain"]
+    assert lines[0].split() == ["name", "shape", "scheme", "gain", "q"]
     assert "rnn.weight_ih_l0[n]  6x4" in text
     assert f"{critical_point('tanh', 0.1).sigma_w:.6g}" in lines[-1]
     assert len(report.rows()) == len(report)
@@ -147,7 +147,7 @@ class _Scale(nn.Module):
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        ({"scheme": "kaiming"}, ConfigurationError, r"scheme: expected one of \['delta_orthogonal', 'gaussian', 'identity', 'orthogonal'\] .* got 'kaiming'"),
+        ({"scheme": "kaiming"}, ConfigurationError, r"scheme: expected one of \['delta_orthogonal', 'gaussian', 'glorot_normal', 'glorot_uniform', 'identity', 'orthogonal'\] .* got 'kaiming'"),
         ({"fallback": "zeros"}, ConfigurationError, "fallback: expected one of .* got 'zeros'"),
         ({"sigma_b": -1.0}, ConfigurationError, "sigma_b: expected a finite number >= 0, got -1.0"),
         ({"sigma_b": math.inf}, ConfigurationError, "sigma_b: expected a finite number >= 0, got inf"),
