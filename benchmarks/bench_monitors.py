@@ -16,6 +16,17 @@ MNIST epoch is 469 steps): the MLP 784-256x8-10 tanh (``MLPClassifier``) and the
   wall-clock ratio is noise-dominated; the steady-state estimate above is the robust number.
 
     .venv/bin/python benchmarks/bench_monitors.py [--models mlp rnn] [--steps 300] [--repeats 3]
+
+``--recipe`` instead measures the monitors at the cadence of ``recipes/mnist_mlp_critical.yaml``
+(the 784-256x20-10 tanh MLP, orthogonal critical init, SGD lr 0.01 momentum 0.9, batch 128;
+Jacobian every 100 steps on 32 probe samples, weights every 100 steps, Fisher every epoch on
+16, each also at fit start; an offline W&B logger receiving the scalars and histograms):
+``--recipe-epochs`` epochs on MNIST-shaped random data, trained with no monitor, with the
+recipe's three monitors, and with the same three ``log_spaced=True``, interleaved round by
+round (``--rounds``); the table gives each variant's fastest and median wall time and the
+overhead of its fastest over the fastest bare run, and the measurements each made.
+
+    .venv/bin/python benchmarks/bench_monitors.py --recipe [--recipe-epochs 6] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -34,6 +46,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ortho_lightning.callbacks import (
     FisherSpectrumMonitor,
     JacobianSpectrumMonitor,
+    OrthogonalInit,
     WeightSpectrumMonitor,
 )
 from ortho_lightning.models import MLPClassifier, RNNClassifier
@@ -141,14 +154,88 @@ def report(model_name: str, steps: int, repeats: int) -> None:
     print(f"{'  3 monitors, defaults':<26}{with_monitors:>9.2f}{with_monitors / base:>9.3f}")
 
 
+def recipe_monitors(log_spaced: bool) -> list:
+    """The three monitors of ``recipes/mnist_mlp_critical.yaml`` (optionally log-spaced)."""
+    return [
+        JacobianSpectrumMonitor(every_n_steps=100, probe_size=32, log_spaced=log_spaced),
+        FisherSpectrumMonitor(every_n_epochs=1, probe_size=16),
+        WeightSpectrumMonitor(every_n_steps=100, log_spaced=log_spaced),
+    ]
+
+
+def recipe_fit_seconds(epochs: int, monitors: list, save_dir: str) -> float:
+    """Wall seconds of ``trainer.fit`` of the MLP recipe's model for ``epochs`` MNIST-sized
+    epochs, with the recipe's init callback, an offline W&B logger and ``monitors``."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    torch.manual_seed(0)
+    model = MLPClassifier(
+        depth=20,
+        width=256,
+        activation="tanh",
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+    )
+    init = OrthogonalInit(scheme="orthogonal", gain="critical", activation="tanh", sigma_b=0.0)
+    logger = WandbLogger(save_dir=save_dir, offline=True, project="bench-monitors")
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_val_batches=0,
+        logger=logger,
+        log_every_n_steps=50,
+        callbacks=[init, *monitors],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = data((1, 28, 28), STEPS_PER_EPOCH)
+    start = time.perf_counter()
+    trainer.fit(model, loader)
+    seconds = time.perf_counter() - start
+    logger.experiment.finish()
+    return seconds
+
+
+def recipe_report(epochs: int, rounds: int) -> None:
+    variants = {
+        "no monitors": lambda: [],
+        "recipe monitors, every 100 steps": lambda: recipe_monitors(False),
+        "same, log_spaced=True": lambda: recipe_monitors(True),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    counts: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as save_dir:
+        for _ in range(rounds):  # interleaved, so a burst of load hits every variant alike
+            for name, build in variants.items():
+                monitors = build()
+                times[name].append(recipe_fit_seconds(epochs, monitors, save_dir))
+                counts[name] = " / ".join(str(len(m.measured_steps)) for m in monitors) or "-"
+    base = min(times["no monitors"])
+    print(
+        f"\nMLP recipe (784-256x20-10 tanh, batch 128), {epochs} epochs = "
+        f"{epochs * STEPS_PER_EPOCH} steps, {rounds} interleaved rounds, offline W&B logger"
+    )
+    print("| variant | fastest s | median s | overhead | measurements (jacobian / fisher / weights) |")
+    print("|---|---|---|---|---|")
+    for name, ts in times.items():
+        overhead = "" if name == "no monitors" else f"{100 * (min(ts) / base - 1):.1f}%"
+        print(f"| {name} | {min(ts):.1f} | {statistics.median(ts):.1f} | {overhead} | {counts[name]} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp", "rnn"])
     parser.add_argument("--steps", type=int, default=300, help="steps of the real check")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each kind (fastest kept)")
+    parser.add_argument("--recipe", action="store_true", help="the MLP recipe's cadence instead")
+    parser.add_argument("--recipe-epochs", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --recipe")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.recipe:
+        recipe_report(args.recipe_epochs, args.rounds)
+        return
     print(f"batch 128, {args.threads} threads, an epoch = {STEPS_PER_EPOCH} steps")
     for name in args.models:
         report(name, args.steps, args.repeats)

@@ -150,7 +150,8 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             ``sigma_w``, ``sigma_b``, ``depth``, optionally ``weights`` and the other
             arguments). The prediction is for the deep part of a wide net, so measure the
             features (the recipe models' ``spectrum_output_fn``), not the logits.
-        Other arguments: see :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
+        Other arguments (``log_spaced``: steps ``every_n_steps * 2**k``): see
+            :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
 
     Logs ``spectra/jacobian/<summarize key>`` and the histogram ``spectra/jacobian/singular_values``
     (all N x k values pooled); the figure shows the squared singular values.
@@ -172,6 +173,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         figure: bool = False,
         eval_mode: bool = True,
         theory: bool | Mapping[str, Any] = False,
+        log_spaced: bool = False,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -183,6 +185,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             histogram=histogram,
             figure=figure,
             eval_mode=eval_mode,
+            log_spaced=log_spaced,
         )
         name = type(self).__name__
         _check_callable(name, "output_fn", output_fn)
@@ -244,7 +247,8 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             measured mean over it as ``spectra/fisher/mean_over_theory``. The prediction is for
             one input and a unit-variance Gaussian likelihood, so it needs ``probe_size=1`` and
             ``likelihood="gaussian"``.
-        Other arguments: see :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
+        Other arguments (``log_spaced``: steps ``every_n_steps * 2**k``): see
+            :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
 
     The default cadence is once per epoch (and at fit start).
     """
@@ -268,6 +272,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
         figure: bool = False,
         eval_mode: bool = True,
         theory: Mapping[str, Any] | None = None,
+        log_spaced: bool = False,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -279,6 +284,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             histogram=histogram,
             figure=figure,
             eval_mode=eval_mode,
+            log_spaced=log_spaced,
         )
         name = type(self).__name__
         self.prediction: FisherMoments | None = None
@@ -364,7 +370,8 @@ class WeightSpectrumMonitor(SpectrumMonitor):
             :func:`ortho_lightning.selection.select_modules`; default every Linear, Conv and
             recurrent module). The matrix view is :func:`ortho_lightning.matrices.matrix_blocks`
             (Conv flattened to (out, in*k...), recurrent weights per gate).
-        Other arguments: see :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
+        Other arguments (``log_spaced``: steps ``every_n_steps * 2**k``): see
+            :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
 
     Needs no probe batch. Logs ``spectra/weights/<module>.<matrix>/<summarize key>`` and a
     histogram ``.../singular_values`` per matrix; the figure shows all matrices pooled.
@@ -383,6 +390,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
         types: Sequence[type[nn.Module]] | None = None,
         histogram: bool = True,
         figure: bool = False,
+        log_spaced: bool = False,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -394,6 +402,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
             histogram=histogram,
             figure=figure,
             eval_mode=False,
+            log_spaced=log_spaced,
         )
         self.selector = ModuleSelector.build(include, exclude, types)
 

@@ -26,8 +26,8 @@ from ortho_lightning.spectra._common import (
     check_batch,
     check_choice,
     has_recurrent,
-    linalg_ready,
     measuring,
+    singular_values,
 )
 
 MODES = ("auto", "reverse", "forward")
@@ -77,10 +77,6 @@ def batch_jacobian(
     return jac.permute(1, 2, 0)
 
 
-def _svdvals(jac: Tensor) -> Tensor:
-    return torch.linalg.svdvals(linalg_ready(jac))
-
-
 def _params(model: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach() for n, p in model.named_parameters()}
 
@@ -121,7 +117,7 @@ def jacobian_singular_values(
 
     with measuring(model, eval_mode):
         jac = batch_jacobian(fn, x, mode, chunk_size)
-    return _svdvals(jac)
+    return singular_values(jac)
 
 
 class _Stop(Exception):
@@ -227,7 +223,7 @@ def layer_jacobian_singular_values(
     finally:
         for handle in handles:
             handle.remove()
-    return _svdvals(jac)
+    return singular_values(jac)
 
 
 def _state_layout(rnn: nn.RNNBase, n: int) -> list[tuple[int, ...]]:
@@ -298,4 +294,4 @@ def recurrent_state_jacobian_singular_values(
 
     with measuring(rnn, eval_mode):
         jac = batch_jacobian(fn, flat0, "reverse", chunk_size)
-    return _svdvals(jac)
+    return singular_values(jac)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.matrices import matrix_blocks
-from ortho_lightning.spectra._common import linalg_ready
+from ortho_lightning.spectra._common import linalg_ready, singular_values
 
 
 def conv_operator_singular_values(kernel: Tensor, input_shape: Sequence[int]) -> Tensor:
@@ -54,7 +54,7 @@ def weight_spectra(
         if conv_input_shape is not None and isinstance(module, nn.modules.conv._ConvNd):
             out[block.label] = conv_operator_singular_values(weight, conv_input_shape)
         else:
-            out[block.label] = torch.linalg.svdvals(linalg_ready(block.matrix(module).detach()))
+            out[block.label] = singular_values(block.matrix(module).detach())
     return out
 
 
@@ -85,7 +85,7 @@ def weight_singular_values(
                     f"conv_input_shape needs a conv kernel (out, in, *k), got shape {tuple(w.shape)}"
                 )
             return conv_operator_singular_values(w, conv_input_shape)
-        return torch.linalg.svdvals(linalg_ready(w.flatten(1)))
+        return singular_values(w.flatten(1))
     if not isinstance(weight_or_module, nn.Module):
         raise ConfigurationError(
             f"expected a Tensor or an nn.Module, got {type(weight_or_module).__name__}"

@@ -74,6 +74,12 @@ BAD_ARGUMENTS = [
         "fisher_kwargs): ['k'] are arguments of the monitor itself",
     ),
     (WeightSpectrumMonitor, {"figure": 1}, "figure): expected True or False, got 1"),
+    (WeightSpectrumMonitor, {"log_spaced": 1}, "log_spaced): expected True or False, got 1"),
+    (
+        FisherSpectrumMonitor,
+        {"log_spaced": True},
+        "log_spaced=True spaces the every_n_steps cadence, but every_n_steps is None",
+    ),
     (WeightSpectrumMonitor, {"types": [int]}, "types: expected nn.Module subclasses"),
 ]
 
@@ -99,6 +105,15 @@ def test_probe_from_missing_val_loader_is_an_error(tmp_path):
     monitor = JacobianSpectrumMonitor(probe_source="val")
     with pytest.raises(ConfigurationError, match="no val dataloader"):
         trainer(tmp_path, [monitor], max_steps=1, limit_val_batches=0).fit(TinyNet(), loader())
+
+
+def test_log_spaced_cadence_measures_at_power_of_two_multiples(tmp_path):
+    # 8 batches an epoch, 3 epochs: steps 1..24; log-spaced from 3: 3, 6, 12, 24 (and 0)
+    monitor = WeightSpectrumMonitor(every_n_steps=3, log_spaced=True)
+    uniform = JacobianSpectrumMonitor(every_n_steps=3, probe_size=4)
+    trainer(tmp_path, [monitor, uniform], max_epochs=3).fit(TinyNet(), loader())
+    assert monitor.measured_steps == [0, 3, 6, 12, 24]
+    assert uniform.measured_steps == [0, 3, 6, 9, 12, 15, 18, 21, 24]
 
 
 # ------------------------------------------------------------------------ logged keys
