@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import os
 import sys
+from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -50,8 +52,28 @@ CALLBACK_SLOTS: tuple[str, ...] = (
     "fisher_monitor",
     "weight_monitor",
 )
+#: our callback for each slot (any Callback may go in any slot; these are what the slots are for)
+SLOT_CALLBACKS: dict[str, str] = {
+    "init": "OrthogonalInit",
+    "constraint": "OrthogonalConstraint",
+    "regularizer": "OrthogonalRegularizer",
+    "jacobian_monitor": "JacobianSpectrumMonitor",
+    "fisher_monitor": "FisherSpectrumMonitor",
+    "weight_monitor": "WeightSpectrumMonitor",
+}
 #: subcommands handed to ``ortho_lightning.experiments.cli``
 EXPERIMENT_COMMANDS = ("experiment", "report")
+
+#: ``ortho-lightning --help`` text: the experiment commands beside LightningCLI's subcommands
+DESCRIPTION = """\
+ortho-lightning: LightningCLI over the recipe models, data modules and callbacks.
+
+  ortho-lightning {fit,validate,test,predict} --config recipes/<recipe>.yaml [--key=value ...]
+  ortho-lightning experiment recipes/experiments/<grid>.yaml   run a grid (resumable)
+  ortho-lightning report runs/experiments/<grid>               tables and figures of a grid
+
+Callback slots (--<slot>=<class name>, --<slot>.<arg>=value, --<slot>.help <class name>):
+""" + "\n".join(f"  --{slot:<18}{name}" for slot, name in SLOT_CALLBACKS.items())
 
 #: name of the resolved config in the run folder (W&B keeps its own ``config.yaml`` there)
 CONFIG_FILENAME = "lightning_config.yaml"
@@ -64,6 +86,11 @@ DEFAULT_LOGGER = {
 
 #: type of the Trainer's batch-count arguments, int tried first (see :class:`CLITrainer`)
 BatchLimit = int | float | None
+
+
+class HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help (types, defaults, known subclasses) with :data:`DESCRIPTION`'s lines
+    kept as written."""
 
 
 class CLITrainer(Trainer):
@@ -116,12 +143,17 @@ class OrthoLightningCLI(LightningCLI):
     docstring."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        import ortho_lightning.callbacks as ours
+
+        for name in SLOT_CALLBACKS.values():  # imported, so the parser knows them by short name
+            getattr(ours, name)
         for slot in CALLBACK_SLOTS:
             parser.add_argument(
                 f"--{slot}",
                 type=Callback | None,
                 default=None,
-                help=f"optional callback in the {slot!r} slot (class_path + init_args)",
+                help=f"optional callback in the {slot!r} slot (class_path + init_args), usually "
+                f"{SLOT_CALLBACKS[slot]} (ortho_lightning.callbacks: {', '.join(SLOT_CALLBACKS.values())})",
             )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
@@ -168,6 +200,7 @@ def cli_main(
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"save_to_log_dir": False, "config_filename": CONFIG_FILENAME},
         trainer_defaults={"logger": DEFAULT_LOGGER},
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter},
         args=args,
         run=run,
         auto_configure_optimizers=False,  # one way: the model's optimizer / lr_scheduler args

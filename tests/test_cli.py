@@ -190,3 +190,41 @@ def test_smoke_config_runs_the_batches_it_says(tiny, tmp_path, command):
         assert counter.counts == {"train": 4, "val": 1 + 2, "test": 0}
     else:
         assert counter.counts == {"train": 0, "val": 0, "test": 1}
+
+
+def _help(capsys, args):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_command_and_slot(capsys):
+    out = _help(capsys, ["--help"])
+    listed = out.split("Available subcommands:")[1]  # LightningCLI's own list
+    for word in ("fit", "validate", "test", "predict"):
+        assert f"\n    {word} " in listed, word
+    for word in cli_module.EXPERIMENT_COMMANDS:
+        assert f"ortho-lightning {word} " in out, word
+    for slot, name in cli_module.SLOT_CALLBACKS.items():
+        assert f"--{slot}" in out and name in out
+
+
+def test_each_slot_help_names_our_callback(capsys):
+    out = " ".join(_help(capsys, ["fit", "--help"]).split())  # unwrap the help's line breaks
+    for slot, name in cli_module.SLOT_CALLBACKS.items():
+        start = out.index(f"--{slot} {slot.upper()} optional")
+        assert f"usually {name}" in out[start : start + 300], slot
+        # the parser knows ours as subclasses of Callback, by dotted path
+        assert f"ortho_lightning.callbacks.{name}" in out or f"ortho_lightning.callbacks.{name.lower()}" in out
+
+
+def test_slot_help_and_value_take_the_short_class_name(tiny, tmp_path, capsys):
+    out = _help(capsys, ["fit", "--jacobian_monitor.help", "JacobianSpectrumMonitor"])
+    assert "--jacobian_monitor.probe_size" in out and "--jacobian_monitor.theory" in out
+    cli = cli_main([*_args(tiny, tmp_path), "--jacobian_monitor=JacobianSpectrumMonitor",
+                    "--jacobian_monitor.probe_size=3", "--fisher_monitor=FisherSpectrumMonitor"],
+                   run=False)
+    jacobian, fisher = cli.slot_callbacks()
+    assert type(jacobian).__name__ == "JacobianSpectrumMonitor" and jacobian.probe_size == 3
+    assert type(fisher).__name__ == "FisherSpectrumMonitor"
