@@ -150,6 +150,14 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             ``sigma_w``, ``sigma_b``, ``depth``, optionally ``weights`` and the other
             arguments). The prediction is for the deep part of a wide net, so measure the
             features (the recipe models' ``spectrum_output_fn``), not the logits.
+        start, end: measure the Jacobian from the output of module ``start`` to the output of
+            module ``end`` (``named_modules()`` names, both given or neither;
+            :func:`~ortho_lightning.spectra.layer_jacobian_singular_values`) instead of from the
+            input. E.g. ``start="layers.1", end="layers.39"`` on a depth-20 ``MLPClassifier`` is
+            the map from the first hidden layer's activations to the features: the stack of
+            critical layers whose isometry the theory is about, without the input layer (which
+            changes units from pixels to q* when it is matched to the data, ``input_q="match"``,
+            and so scales every singular value by the same factor). ``output_fn`` is then unused.
         Other arguments (``log_spaced``: steps ``every_n_steps * 2**k``): see
             :class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`.
 
@@ -174,6 +182,8 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         eval_mode: bool = True,
         theory: bool | Mapping[str, Any] = False,
         log_spaced: bool = False,
+        start: str | None = None,
+        end: str | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -189,6 +199,14 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         )
         name = type(self).__name__
         _check_callable(name, "output_fn", output_fn)
+        if (start is None) != (end is None) or not all(
+            v is None or (isinstance(v, str) and v) for v in (start, end)
+        ):
+            raise ConfigurationError(
+                f"{name}(start, end): expected two module names or neither, got start={start!r}, "
+                f"end={end!r}"
+            )
+        self.start, self.end = start, end
         self.theory = _check_theory(name, theory, jacobian_spectrum_density, THEORY_REQUIRED)
         self.prediction: SpectralDensity | None = None
         if chunk_size is not None and (
@@ -207,13 +225,19 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         super().on_train_start(trainer, pl_module)
 
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
-        sv = spectra.jacobian_singular_values(
-            _measured_function(pl_module, self.output_fn is None),
-            probe,
-            output_fn=self.output_fn,
-            chunk_size=self.chunk_size,
-            eval_mode=self.eval_mode,
-        )
+        if self.start is not None:
+            sv = spectra.layer_jacobian_singular_values(
+                pl_module, probe, self.start, self.end,
+                chunk_size=self.chunk_size, eval_mode=self.eval_mode,
+            )
+        else:
+            sv = spectra.jacobian_singular_values(
+                _measured_function(pl_module, self.output_fn is None),
+                probe,
+                output_fn=self.output_fn,
+                chunk_size=self.chunk_size,
+                eval_mode=self.eval_mode,
+            )
         measured = Spectrum(
             "spectra/jacobian",
             sv,

@@ -81,6 +81,7 @@ BAD_ARGUMENTS = [
         "log_spaced=True spaces the every_n_steps cadence, but every_n_steps is None",
     ),
     (WeightSpectrumMonitor, {"types": [int]}, "types: expected nn.Module subclasses"),
+    (JacobianSpectrumMonitor, {"start": "layers.1"}, "(start, end): expected two module names or neither"),
 ]
 
 
@@ -114,6 +115,21 @@ def test_log_spaced_cadence_measures_at_power_of_two_multiples(tmp_path):
     trainer(tmp_path, [monitor, uniform], max_epochs=3).fit(TinyNet(), loader())
     assert monitor.measured_steps == [0, 3, 6, 12, 24]
     assert uniform.measured_steps == [0, 3, 6, 9, 12, 15, 18, 21, 24]
+
+
+def test_start_end_measures_the_hidden_to_hidden_jacobian(tmp_path):
+    # TinyNet: layers.0 Linear, .1 Tanh, .2 Dropout, .3 Linear, .4 Tanh; from layers.1 to
+    # layers.4 the Jacobian is diag(tanh'(h_2)) W_3, checked against a dense float64 product
+    monitor = JacobianSpectrumMonitor(every_n_steps=None, probe_size=4, start="layers.1", end="layers.4")
+    model = TinyNet(lr=0.0)
+    trainer(tmp_path, [monitor], max_steps=1).fit(model, loader())
+    m = model.double().eval()
+    with torch.no_grad():
+        h2 = m.layers[3](m.layers[1](m.layers[0](monitor.probe.double())))
+        jac = (1 - torch.tanh(h2) ** 2)[:, :, None] * m.layers[3].weight[None]
+    expected = torch.linalg.svdvals(jac)
+    assert monitor.last_summary["spectra/jacobian/max"] == pytest.approx(float(expected.max()), rel=1e-5)
+    assert monitor.last_summary["spectra/jacobian/min"] == pytest.approx(float(expected.min()), rel=1e-4)
 
 
 # ------------------------------------------------------------------------ logged keys
