@@ -1,17 +1,20 @@
-"""The one log adapter: histograms, figures, tables and text to whatever loggers the trainer has.
+"""The one log adapter: a measurement (scalars, histograms, figures), a callback's settings and
+tables to whatever loggers the trainer has.
 
-Scalars go through ``pl_module.log`` in the callbacks themselves; this adapter handles the rich
-media that Lightning has no common API for. It knows ``WandbLogger`` and ``TensorBoardLogger``
-through their public ``experiment`` objects; every other logger gets the summary scalars only,
-and figures are also saved as PNG in the run folder so a person can always look at them.
-Call these on rank zero only (they are no-ops elsewhere).
+:func:`log_measurement` writes a measurement at one step, as one W&B ``log`` call. It knows
+``WandbLogger`` and ``TensorBoardLogger`` through their public ``experiment`` objects; every
+other logger gets the scalars only, and figures are also saved as PNG in the run folder so a
+person can always look at them. :func:`log_settings` puts a callback's arguments into every
+logger's config. Call these on rank zero only (they are no-ops elsewhere). Every logged key is
+listed in ``docs/logged_keys.md``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,19 +33,96 @@ def run_dir(trainer: Trainer) -> str:
     return str(trainer.log_dir or trainer.default_root_dir)
 
 
-def log_histogram(trainer: Trainer, key: str, values: torch.Tensor, step: int) -> None:
-    """Log the 1-d ``values`` as a histogram under ``key`` at ``step`` on every logger that can."""
+def log_measurement(
+    trainer: Trainer,
+    step: int,
+    scalars: Mapping[str, float],
+    histograms: Mapping[str, torch.Tensor] | None = None,
+    figures: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Write one measurement to every logger at ``step``, as one record per logger.
+
+    W&B gets ONE ``log`` call (scalars, ``wandb.Histogram``s, ``wandb.Image``s and
+    ``trainer/global_step``), so a measurement is one W&B step however many spectra it has;
+    TensorBoard gets the scalars, ``add_histogram`` and ``add_figure`` at ``step``; any other
+    logger (CSV, ...) its scalars through ``log_metrics``. Each matplotlib figure is saved as
+    ``<run_dir>/figures/<key with / as _>.png`` (overwritten, so it shows the latest state)
+    and closed. Rank zero only (a no-op elsewhere).
+
+    Args:
+        scalars: ``{key: number}``.
+        histograms: ``{key: values}``, any shape (flattened; non-finite values dropped).
+        figures: ``{key: matplotlib figure}``.
+
+    Returns:
+        ``{figure key: PNG path}``.
+    """
     if trainer.global_rank != 0:
-        return
-    flat = values.detach().float().flatten().cpu()
+        return {}
+    histograms, figures = dict(histograms or {}), dict(figures or {})
+    flat = {key: values.detach().float().flatten().cpu() for key, values in histograms.items()}
+    paths = {key: _save_png(trainer, key, fig) for key, fig in figures.items()}
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            histogram = wandb.Histogram(np_histogram=_np_histogram(flat))
-            logger.experiment.log({key: histogram, "trainer/global_step": step})
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_histogram(key, flat, global_step=step)
+            record: dict[str, Any] = dict(scalars)
+            record.update({k: wandb.Histogram(np_histogram=_np_histogram(v)) for k, v in flat.items()})
+            record.update({k: wandb.Image(path) for k, path in paths.items()})
+            record["trainer/global_step"] = step
+            logger.experiment.log(record)
+            continue
+        if scalars:
+            logger.log_metrics(dict(scalars), step=step)
+        if isinstance(logger, TensorBoardLogger):
+            for key, values in flat.items():
+                logger.experiment.add_histogram(key, values, global_step=step)
+            for key, fig in figures.items():
+                logger.experiment.add_figure(key, fig, global_step=step, close=False)
+    if figures:
+        import matplotlib.pyplot as plt
+
+        for fig in figures.values():
+            plt.close(fig)
+    return paths
+
+
+def _save_png(trainer: Trainer, key: str, figure: Any) -> str:
+    folder = os.path.join(run_dir(trainer), "figures")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, key.replace("/", "_") + ".png")
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def log_settings(trainer: Trainer, callback: Any) -> dict[str, Any]:
+    """Record ``callback``'s settings in every logger's config (``wandb.config``, TensorBoard
+    and CSV hyper-parameters) under ``callbacks/<class name>``, so a plain-Trainer run states
+    how it was measured or constrained, not only the model's and data's hyper-parameters.
+
+    The settings are the callback's ``__init__`` arguments read back from the attributes of
+    the same name (plain values as they are, anything else as its ``repr``); arguments it does
+    not keep under their own name are left out. Returns them.
+    """
+    settings: dict[str, Any] = {}
+    for name in inspect.signature(type(callback).__init__).parameters:
+        if name == "self" or not hasattr(callback, name):
+            continue
+        settings[name] = _setting(getattr(callback, name))
+    if trainer.global_rank == 0:
+        for logger in trainer.loggers:
+            logger.log_hyperparams({f"callbacks/{type(callback).__name__}": settings})
+    return settings
+
+
+def _setting(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple) and all(_setting(v) == v for v in value):
+        return list(value)
+    if isinstance(value, Mapping):
+        return {str(k): _setting(v) for k, v in value.items()}
+    return getattr(value, "__name__", None) or repr(value)
 
 
 def _np_histogram(flat: torch.Tensor, bins: int = 64) -> tuple:
@@ -58,31 +138,6 @@ def _np_histogram(flat: torch.Tensor, bins: int = 64) -> tuple:
     if hi - lo < pad:
         lo, hi = lo - pad, hi + pad
     return np.histogram(values, bins=bins, range=(lo, hi))
-
-
-def log_figure(trainer: Trainer, key: str, figure: Any, step: int, close: bool = True) -> str | None:
-    """Log a matplotlib ``figure`` under ``key``; also save it as ``<run_dir>/figures/<key>.png``.
-
-    Returns the PNG path (overwritten at each call, so it shows the latest state).
-    """
-    if trainer.global_rank != 0:
-        return None
-    import matplotlib.pyplot as plt
-
-    folder = os.path.join(run_dir(trainer), "figures")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, key.replace("/", "_") + ".png")
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            logger.experiment.log({key: wandb.Image(path), "trainer/global_step": step})
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(key, figure, global_step=step, close=False)
-    if close:
-        plt.close(figure)
-    return path
 
 
 def log_table(

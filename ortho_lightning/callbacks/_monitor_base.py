@@ -46,7 +46,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from ortho_lightning.callbacks._logging import log_figure, log_histogram
+from ortho_lightning.callbacks._logging import log_measurement
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.spectra._common import measuring as restore_modes
 
@@ -318,21 +318,24 @@ class SpectrumMonitor(Callback):
         for s in spectra:
             for key, value in {**s.summary, **s.extra}.items():
                 scalars[f"{s.prefix}/{key}"] = float(value)
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in scalars.items()})
         self.last_summary = scalars
         self.measured_steps.append(step)
+        histograms = {}
         if self.histogram:
-            for s in spectra:
-                if s.histogram is not None:
-                    log_histogram(trainer, f"{s.prefix}/{s.histogram}", s.values, step)
+            histograms = {f"{s.prefix}/{s.histogram}": s.values for s in spectra if s.histogram is not None}
+        figures = {}
         if self.figure and spectra:
             main = spectra[0]
             shown = (main.plot_values if main.plot_values is not None else main.values).flatten()
             self._history.append((step, shown.detach().float().cpu()))
-            fig = spectrum_figure(self._history, main.plot_label, main.theory, title=f"spectra/{self.kind}")
-            log_figure(trainer, f"spectra/{self.kind}/figure", fig, step)
+            probe = f", probe of {len(self.probe)} inputs" if self.needs_probe and self.probe is not None else ""
+            title = f"spectra/{self.kind} at step {step}{probe}"
+            figures[f"spectra/{self.kind}/figure"] = spectrum_figure(
+                self._history, main.plot_label, main.theory, title=title
+            )
+        # one record per logger: one W&B step for the whole measurement
+        log_measurement(trainer, step, scalars, histograms, figures)
 
     # ------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -195,6 +195,14 @@ def test_keys_reach_csv_tensorboard_and_wandb_with_reference_values(tmp_path):
     histograms = [row["spectra/jacobian/singular_values"] for row in wandb_rows if "spectra/jacobian/singular_values" in row]
     assert len(histograms) == 3 and histograms[-1]["_type"] == "histogram"
     assert sum(histograms[-1]["values"]) == 60  # 10 samples x 6 singular values
+    # One W&B step (one history row) per measurement: its scalars, histograms and figure.
+    measured = [row for row in wandb_rows if any(k.startswith("spectra/") for k in row)]
+    assert len(measured) == 9  # 3 monitors x steps 0, 2, 4
+    for row in measured:
+        if JACOBIAN_MAX in row:
+            assert {"spectra/jacobian/singular_values", "spectra/jacobian/figure"} <= set(row)
+        if WEIGHT_MAX in row:
+            assert {f"spectra/weights/layers.{i}.weight/singular_values" for i in (0, 3)} <= set(row)
 
     # The figure is also a PNG in the run folder.
     assert list(tmp_path.glob("**/figures/spectra_jacobian_figure.png"))
