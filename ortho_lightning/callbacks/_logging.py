@@ -105,14 +105,20 @@ def log_settings(trainer: Trainer, callback: Any) -> dict[str, Any]:
     not keep under their own name are left out. Returns them.
     """
     settings: dict[str, Any] = {}
+    selector = getattr(callback, "selector", None)  # the shared module selector keeps these
     for name in inspect.signature(type(callback).__init__).parameters:
-        if name == "self" or not hasattr(callback, name):
-            continue
-        settings[name] = _setting(getattr(callback, name))
+        if hasattr(callback, name):
+            settings[name] = _setting(getattr(callback, name))
+        elif selector is not None and name in _SELECTOR_ARGS:
+            settings[name] = _setting(getattr(selector, _SELECTOR_ARGS[name]))
     if trainer.global_rank == 0:
         for logger in trainer.loggers:
             logger.log_hyperparams({f"callbacks/{type(callback).__name__}": settings})
     return settings
+
+
+#: callback argument -> attribute of its ``ModuleSelector``
+_SELECTOR_ARGS = {"targets": "include", "include": "include", "exclude": "exclude", "types": "types"}
 
 
 def _setting(value: Any) -> Any:

@@ -46,7 +46,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from ortho_lightning.callbacks._logging import log_measurement
+from ortho_lightning.callbacks._logging import log_measurement, log_settings
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.spectra._common import measuring as restore_modes
 
@@ -218,6 +218,10 @@ class SpectrumMonitor(Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(**self._state_key_args())
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            log_settings(trainer, self)  # how this run is measured, in the logger's config
 
     # ------------------------------------------------------------------------------- cadence
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

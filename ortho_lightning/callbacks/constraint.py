@@ -33,6 +33,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ortho_lightning.callbacks._logging import log_settings
 from ortho_lightning.constraints.orthogonalize import (
     INITS,
     TRIVIALIZATIONS,
@@ -170,6 +171,7 @@ class OrthogonalConstraint(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        log_settings(trainer, self)  # in the logger's config
         self._model = pl_module
         entries = selected_tensors(pl_module, self.selector, self.recurrent)
         if not entries:

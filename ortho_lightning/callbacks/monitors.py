@@ -434,6 +434,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
         return {**super()._state_key_args(), "include": self.selector.include, "exclude": self.selector.exclude}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage == "fit":
             self.selector.select(pl_module)  # a typo in include fails here, not as a warning later
 

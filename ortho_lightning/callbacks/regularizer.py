@@ -45,6 +45,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ortho_lightning.callbacks._logging import log_settings
 from ortho_lightning.callbacks.constraint import check_positive, log_defects
 from ortho_lightning.constraints.orthogonalize import (
     is_orthogonalized,
@@ -127,6 +128,7 @@ class OrthogonalRegularizer(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        log_settings(trainer, self)  # in the logger's config
         entries = selected_tensors(pl_module, self.selector, self.recurrent)
         if not entries:
             raise SelectionError(

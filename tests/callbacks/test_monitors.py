@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ from ortho_lightning.callbacks import (
 from ortho_lightning.callbacks._monitor_base import default_input
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
 from tests._ddp import run_ddp_script
+from tests._wandb import config as wandb_config
 from tests._wandb import history, offline_runs
 from tests.callbacks._monitor_helpers import (
     CLASSES,
@@ -206,6 +208,33 @@ def test_keys_reach_csv_tensorboard_and_wandb_with_reference_values(tmp_path):
 
     # The figure is also a PNG in the run folder.
     assert list(tmp_path.glob("**/figures/spectra_jacobian_figure.png"))
+
+
+def test_plain_trainer_run_records_the_callbacks_settings_in_the_wandb_config(tmp_path):
+    from ortho_lightning.callbacks import OrthogonalRegularizer
+
+    wb_logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="settings")
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    callbacks = [
+        JacobianSpectrumMonitor(every_n_steps=3, probe_size=5, chunk_size=2),
+        FisherSpectrumMonitor(every_n_steps=None, every_n_epochs=1, probe_size=2, method="lanczos", k=3),
+        WeightSpectrumMonitor(every_n_steps=3, include="layers.*"),
+        OrthogonalRegularizer(weight=0.25, gain=1.5, kind="srip", targets="layers.0"),
+    ]
+    trainer(tmp_path, callbacks, logger=[wb_logger, csv_logger], max_steps=1).fit(TinyNet(), loader())
+    wb_logger.experiment.finish()
+    (run,) = offline_runs(tmp_path)
+    config = wandb_config(run)
+    jac = config["callbacks/JacobianSpectrumMonitor"]
+    assert (jac["every_n_steps"], jac["probe_size"], jac["chunk_size"], jac["figure"]) == (3, 5, 2, False)
+    fisher = config["callbacks/FisherSpectrumMonitor"]
+    assert (fisher["method"], fisher["k"], fisher["every_n_epochs"], fisher["every_n_steps"]) == ("lanczos", 3, 1, None)
+    assert config["callbacks/WeightSpectrumMonitor"]["include"] == ["layers.*"]
+    reg = config["callbacks/OrthogonalRegularizer"]
+    assert (reg["weight"], reg["gain"], reg["kind"], reg["targets"]) == (0.25, 1.5, "srip", ["layers.0"])
+    # the CSV logger's hparams.yaml has them too
+    hparams = (Path(csv_logger.log_dir) / "hparams.yaml").read_text()
+    assert "callbacks/OrthogonalRegularizer" in hparams and "srip" in hparams
 
 
 # ------------------------------------------------------------------------ training unchanged
