@@ -23,6 +23,8 @@ Conventions shared by every function here:
   :func:`spectral_density`.
 """
 
+from ortho_lightning.spectra.bound import FisherBound, fisher_max_bound
+from ortho_lightning.spectra.empirical import empirical_fisher_eigenvalues
 from ortho_lightning.spectra.fisher import fisher_eigenvalues, fisher_trace, spectral_density
 from ortho_lightning.spectra.gram import fisher_gram
 from ortho_lightning.spectra.jacobian import (
@@ -39,10 +41,13 @@ from ortho_lightning.spectra.weights import (
 )
 
 __all__ = [
+    "FisherBound",
     "FisherOperator",
     "conv_operator_singular_values",
+    "empirical_fisher_eigenvalues",
     "fisher_eigenvalues",
     "fisher_gram",
+    "fisher_max_bound",
     "fisher_trace",
     "jacobian_singular_values",
     "layer_jacobian_singular_values",
