@@ -13,11 +13,13 @@ for orthogonal weights). Pure torch, no Lightning.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.init import critical_point, initialize
 from ortho_lightning.spectra import jacobian_singular_values, summarize
 from ortho_lightning.theory.free_probability import jacobian_moments
@@ -73,32 +75,131 @@ def isometry_at_init(depth: int, weights: str, width: int = 256, sigma_b: float 
     }
 
 
-def steps_to_loss(columns: list[str], rows: list[dict[str, Any]], figures_dir: Any,
-                  column: str = "train/loss_step", targets: tuple[float, ...] = (1.0, 0.5, 0.3)) -> str:
-    """Report hook for the training half of experiment 1: per cell, the first logged step at
-    which ``column`` fell to each target, then the median over seeds per (axes) group; as
-    Markdown. Cells that never reach a target within the budget show ``—``."""
-    from ortho_lightning.experiments.report import markdown_table
+def first_crossing(steps: Sequence[int], values: Sequence[float], target: float, *,
+                   above: bool = False, window: int = 1) -> int | None:
+    """The first step at which the trailing mean of the last ``window`` logged values (fewer at
+    the start) is ``<= target`` (``>= target`` with ``above=True``); ``None`` if never.
+
+    ``steps`` and ``values`` are one run's logged points in step order. A NaN or infinite value
+    inside the window makes the mean non-finite, which never counts as reaching the target.
+    """
+    if window < 1:
+        raise ConfigurationError(f"first_crossing: window must be >= 1, received {window!r}")
+    if len(steps) != len(values):
+        raise ConfigurationError(
+            f"first_crossing: steps and values differ in length ({len(steps)} vs {len(values)})")
+    for i, step in enumerate(steps):
+        chunk = values[max(0, i - window + 1):i + 1]
+        mean = sum(chunk) / len(chunk)
+        if math.isfinite(mean) and (mean >= target if above else mean <= target):
+            return step
+    return None
+
+
+def steps_to_targets(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], column: str,
+                     targets: Sequence[float], *, above: bool = False,
+                     window: int = 1) -> dict[tuple, dict[float, list[int | None]]]:
+    """Per group of axis values (the table's columns between the cell id and the seed), per
+    target, the list over that group's cells (seed order) of :func:`first_crossing` of
+    ``column``. Rows without a value in ``column`` are skipped (e.g. validation-only rows)."""
     from ortho_lightning.experiments.table import ID_COLUMN, SEED_COLUMN, STEP_COLUMN
 
-    if column not in columns:
-        return f"(no column {column!r} in the table: steps to target loss not computed)"
-    axes = columns[1:columns.index(SEED_COLUMN)]
-    first: dict[str, dict[float, int | None]] = {}
-    group_of: dict[str, tuple] = {}
-    for r in sorted((r for r in rows if r.get(column) is not None), key=lambda r: r[STEP_COLUMN]):
-        hits = first.setdefault(r[ID_COLUMN], dict.fromkeys(targets))
-        group_of[r[ID_COLUMN]] = tuple(r[a] for a in axes)
+    axes = list(columns[1:list(columns).index(SEED_COLUMN)])
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if isinstance(r.get(column), (int, float)):
+            runs.setdefault(r[ID_COLUMN], []).append(r)
+    out: dict[tuple, dict[float, list[int | None]]] = {}
+    for cell_rows in sorted(runs.values(), key=lambda rs: rs[0][SEED_COLUMN]):
+        cell_rows = sorted(cell_rows, key=lambda r: r[STEP_COLUMN])
+        steps = [r[STEP_COLUMN] for r in cell_rows]
+        values = [float(r[column]) for r in cell_rows]
+        per_target = out.setdefault(tuple(cell_rows[0][a] for a in axes), {t: [] for t in targets})
         for t in targets:
-            if hits[t] is None and r[column] <= t:
-                hits[t] = r[STEP_COLUMN]
-    body = []
-    for group in sorted(set(group_of.values()), key=str):
-        cells = [c for c, g in group_of.items() if g == group]
-        line = list(group)
-        for t in targets:
-            got = sorted(first[c][t] for c in cells if first[c][t] is not None)
-            line.append(f"{got[len(got) // 2]} ({len(got)}/{len(cells)})" if got else f"— (0/{len(cells)})")
-        body.append(line)
-    header = [*(a.split(".")[-1] for a in axes), *(f"steps to {column} <= {t} (seeds hit)" for t in targets)]
-    return "## Steps to a target training loss (median over seeds)\n\n" + markdown_table(header, body)
+            per_target[t].append(first_crossing(steps, values, t, above=above, window=window))
+    return out
+
+
+def median_steps(hits: Sequence[int | None]) -> int | None:
+    """The median over seeds of steps to a target, a seed that never reached it counting as
+    infinitely slow (so the median is ``None`` when half the seeds or more never got there;
+    with an even count the later of the two middle seeds)."""
+    ordered = sorted(hits, key=lambda h: math.inf if h is None else h)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
+#: what :func:`steps_to_target_report` tabulates: (column, targets, above, title)
+REPORT_TARGETS = (
+    ("train/loss_step", (1.0, 0.5, 0.3), False, "training loss"),
+    ("train/acc_step", (0.8, 0.9), True, "training accuracy"),
+)
+#: trailing window (logged points) over which mini-batch values are averaged before a crossing
+REPORT_WINDOW = 5
+
+
+def steps_to_target_report(columns: list[str], rows: list[dict[str, Any]],
+                           figures_dir: Any) -> str:
+    """Report hook for the training half of experiment 1: steps to each target of
+    :data:`REPORT_TARGETS` (mini-batch values averaged over the last :data:`REPORT_WINDOW`
+    logged points), median over seeds with seeds reached / seeds, as Markdown tables; and the
+    figure ``steps_to_target_vs_depth`` in ``figures_dir`` (one panel per metric, x = the
+    first axis, one colour per value of the second; every seed a dot, the median a line,
+    seeds that never got there a triangle at the budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ortho_lightning.experiments.report import LINESTYLES, markdown_table, save_figure
+    from ortho_lightning.experiments.table import SEED_COLUMN, STEP_COLUMN
+
+    axes = list(columns[1:columns.index(SEED_COLUMN)])
+    budget = max((r[STEP_COLUMN] for r in rows), default=0)
+    wanted = [spec for spec in REPORT_TARGETS if spec[0] in columns]
+    if not wanted:
+        return f"(none of {[s[0] for s in REPORT_TARGETS]} in the table: steps to target not computed)"
+    parts = [f"## Steps to a target (mini-batch values averaged over the last {REPORT_WINDOW} "
+             f"logged points; median over seeds, seeds reached / seeds; budget {budget + 1} steps)",
+             "", "![steps_to_target_vs_depth](figures/steps_to_target_vs_depth.png)"]
+    fig, panels = plt.subplots(1, len(wanted), figsize=(5 * len(wanted), 4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (column, targets, above, title), ax in zip(wanted, panels[0]):
+        table = steps_to_targets(columns, rows, column, targets, above=above, window=REPORT_WINDOW)
+        body = []
+        for group in sorted(table, key=lambda g: [(0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in g]):
+            cells = []
+            for t in targets:
+                hits = table[group][t]
+                med = median_steps(hits)
+                got = sum(h is not None for h in hits)
+                cells.append(f"{'—' if med is None else med} ({got}/{len(hits)})")
+            body.append([*group, *cells])
+        sign = ">=" if above else "<="
+        header = [*(a.split(".")[-1] for a in axes), *(f"{title} {sign} {t}" for t in targets)]
+        parts += ["", f"### {title}", "", markdown_table(header, body)]
+        hues = sorted({g[1:] for g in table}, key=str)
+        for hi, hue in enumerate(hues):
+            colour = colours[hi % len(colours)]
+            for ti, t in enumerate(targets):
+                groups = sorted((g for g in table if g[1:] == hue), key=lambda g: g[0])
+                xs = [g[0] for g in groups]
+                meds = [median_steps(table[g][t]) for g in groups]
+                ax.plot(xs, [math.nan if m is None else m for m in meds], marker="o",
+                        color=colour, linestyle=LINESTYLES[ti % len(LINESTYLES)],
+                        label=f"{', '.join(map(str, hue))} {sign} {t}")
+                for x, g in zip(xs, groups):
+                    for h in table[g][t]:
+                        ax.plot([x], [budget * 1.15 if h is None else h],
+                                "^" if h is None else ".", color=colour, alpha=0.6)
+        ax.axhline(budget, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        xs_all = sorted({g[0] for g in table})
+        ax.set_xticks(xs_all, [str(x) for x in xs_all])
+        ax.minorticks_off()
+        ax.set_xlabel(axes[0].split(".")[-1])
+        ax.set_ylabel(f"steps to {title} target (triangles: never)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    save_figure(fig, figures_dir, "steps_to_target_vs_depth")
+    return "\n".join(parts)

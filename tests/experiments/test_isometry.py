@@ -1,6 +1,16 @@
+import math
+
 import pytest
 
-from ortho_lightning.experiments.isometry import isometry_at_init, steps_to_loss
+from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.experiments import isometry
+from ortho_lightning.experiments.isometry import (
+    first_crossing,
+    isometry_at_init,
+    median_steps,
+    steps_to_target_report,
+    steps_to_targets,
+)
 
 
 def test_orthogonal_net_at_zero_input_is_exactly_isometric():
@@ -18,12 +28,50 @@ def test_gaussian_net_spreads_the_spectrum():
     assert row["theory_sv2_var"] == pytest.approx(3.0, rel=1e-6)
 
 
-def test_steps_to_loss_takes_first_crossing_and_median_over_seeds():
+def test_first_crossing_uses_the_trailing_mean_and_never_counts_nan():
+    steps, loss = [0, 10, 20, 30], [2.0, 0.8, 0.6, 0.2]
+    # trailing means over 2 points: 2.0, 1.4, 0.7, 0.4
+    assert first_crossing(steps, loss, 1.0, window=2) == 20
+    assert first_crossing(steps, loss, 0.5, window=2) == 30
+    assert first_crossing(steps, loss, 1.0) == 10
+    assert first_crossing(steps, loss, 0.1) is None
+    assert first_crossing(steps, [0.1, 0.5, 0.95, 0.99], 0.9, above=True, window=2) == 30
+    assert first_crossing([0, 1, 2], [2.0, math.nan, 0.1], 1.0, window=2) is None
+    assert first_crossing([0, 1, 2], [2.0, math.nan, 0.1], 1.0) == 2
+    with pytest.raises(ConfigurationError, match="window"):
+        first_crossing(steps, loss, 1.0, window=0)
+
+
+def test_median_steps_counts_a_seed_that_never_got_there_as_slowest():
+    assert median_steps([10, 20, 10]) == 10
+    assert median_steps([20, None, 20]) == 20
+    assert median_steps([20, None, None]) is None
+    assert median_steps([30, None]) is None  # two seeds: the later one
+
+
+def _report_rows():
+    loss = [[2.0, 0.9, 0.4], [2.0, 1.5, 0.9], [2.0, 0.8, 0.25]]
+    acc = [[0.1, 0.85, 0.95], [0.1, 0.5, 0.7], [0.1, 0.9, 0.92]]
     rows = []
-    for seed, curve in enumerate([[2.0, 0.9, 0.4], [2.0, 1.5, 0.9], [2.0, 0.8, 0.45]]):
-        for step, loss in zip((0, 10, 20), curve):
-            rows.append({"cell_id": f"c{seed}", "depth": 4, "seed": seed, "step": step,
-                         "train/loss_step": loss})
-    text = steps_to_loss(["cell_id", "depth", "seed", "step", "train/loss_step"], rows, None,
-                         targets=(1.0, 0.5))
-    assert "| 4 | 10 (3/3) | 20 (2/3) |" in text
+    for seed in range(3):
+        for i, step in enumerate((0, 10, 20)):
+            rows.append({"cell_id": f"c{seed}", "depth": 4, "scheme": "orthogonal", "seed": seed,
+                         "step": step, "train/loss_step": loss[seed][i],
+                         "train/acc_step": acc[seed][i]})
+        rows.append({"cell_id": f"c{seed}", "depth": 4, "scheme": "orthogonal", "seed": seed,
+                     "step": 20, "val/acc": 0.5})  # a validation-only row is skipped
+    return ["cell_id", "depth", "scheme", "seed", "step", "train/acc_step", "train/loss_step",
+            "val/acc"], rows
+
+
+def test_steps_to_target_report_against_a_hand_computed_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(isometry, "REPORT_WINDOW", 1)
+    columns, rows = _report_rows()
+    # loss: seed 0 hits 1.0/0.5 at 10/20, seed 1 hits 1.0 at 20 only, seed 2 hits all at 10/20/20
+    table = steps_to_targets(columns, rows, "train/loss_step", (1.0, 0.5, 0.3))
+    assert table == {(4, "orthogonal"): {1.0: [10, 20, 10], 0.5: [20, None, 20], 0.3: [None, None, 20]}}
+    text = steps_to_target_report(columns, rows, tmp_path)
+    assert "| 4 | orthogonal | 10 (3/3) | 20 (2/3) | — (1/3) |" in text
+    # accuracy >= 0.8: seeds 0 and 2 at step 10; >= 0.9: seed 0 at 20, seed 2 at 10
+    assert "| 4 | orthogonal | 10 (2/3) | 20 (2/3) |" in text
+    assert (tmp_path / "steps_to_target_vs_depth.png").is_file()
