@@ -5,6 +5,7 @@ of wide random tanh networks built here from explicit products D_l W_l in float6
 from __future__ import annotations
 
 import math
+import warnings
 from math import comb
 
 import pytest
@@ -93,7 +94,7 @@ def test_hardtanh_zero_atom_is_the_saturated_mass():
 def test_incomplete_support_warns():
     """leaky_relu: phi'^2 in {0.01^2, 1}, the spectrum has separated bulks that the
     continuation from the top edge does not all reach; the function says so."""
-    with pytest.warns(RuntimeWarning, match=r"has mass \d\.\d{4}, not 1"):
+    with pytest.warns(RuntimeWarning, match=r"has mass \d\.\d{7}, not 1 to 1e-06"):
         spec = jacobian_spectrum_density("leaky_relu", math.sqrt(2), 0.0, 3, "orthogonal",
                                          q_star=1.0, grid_size=400)
     # the atoms (none: masses 1/2 + 1/2 do not exceed 1) are still exact
@@ -221,3 +222,56 @@ def test_bad_input_messages(kwargs, match):
     if "grid_size" not in kwargs and "q_star" not in kwargs and "activation" not in kwargs:
         with pytest.raises(ConfigurationError, match=match):
             jacobian_moments(**{k: v for k, v in args.items() if k != "grid_size"})
+
+
+# ---------------------------------------------------------------- the lower tail (issue 14)
+def _no_warning_density(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        return jacobian_spectrum_density(*args, **kwargs)
+
+
+@pytest.mark.parametrize("q_star", [0.0039, 0.0259, 0.25], ids=lambda q: f"q{q}")
+@pytest.mark.parametrize("depth", [2, 8, 64], ids=lambda d: f"L{d}")
+def test_near_isometric_density_keeps_its_mass(q_star, depth):
+    """Orthogonal tanh on the critical line: mass 1, mean chi^L = 1 and variance L s_D (closed
+    forms of jacobian_moments) to 1e-6, 1e-6 and 1e-3, with no warning. The quadrature-law
+    continuation lost the lower tail here: mass 0.9978 at q* = 0.0259, depth 4; 0.99912 at
+    depth 8 with its variance 1.7% high."""
+    cp = critical_point("tanh", q_star=q_star)
+    spec = _no_warning_density("tanh", cp.sigma_w, cp.sigma_b, depth, "orthogonal",
+                               q_star=q_star)
+    mo = jacobian_moments("tanh", cp.sigma_w, cp.sigma_b, depth, "orthogonal", q_star=q_star)
+    assert spec.atoms.numel() == 0
+    assert spec.continuous_mass == pytest.approx(1.0, abs=1e-6)
+    assert spec.moment(1) == pytest.approx(mo.mean, rel=1e-6)
+    assert mo.variance == pytest.approx(depth * mo.s_d, rel=1e-9)
+    assert spec.moment(2) - spec.moment(1) ** 2 == pytest.approx(mo.variance, rel=1e-3)
+
+
+def test_lower_tail_against_a_width_1000_network():
+    """Depth 8 at q* = 0.0259: the smallest of 1000 measured eigenvalues (0.37 here) lies
+    where the predicted law has mass (the old continuation stopped at 0.456), the count
+    below 0.55 matches the predicted 10 within Poisson noise, and the Kolmogorov distance
+    is within the finite-width floor (0.005 measured)."""
+    cp = critical_point("tanh", q_star=0.0259)
+    spec = _no_warning_density("tanh", cp.sigma_w, cp.sigma_b, 8, "orthogonal",
+                               q_star=cp.q_star)
+    gen = torch.Generator().manual_seed(0)
+    ev = random_mlp_jacobian_eigenvalues("tanh", cp.sigma_w, cp.sigma_b, cp.q_star, (8,),
+                                         1000, "orthogonal", gen)[8]
+    assert float(ev.min()) < 0.456
+    assert float(spec.cdf(float(ev.min()))) > 1e-5
+    expected = 1000 * float(spec.cdf(0.55))
+    assert abs(int((ev < 0.55).sum()) - expected) < 3 * math.sqrt(expected) + 1
+    ks = (spec.cdf(ev) - torch.arange(1, 1001, dtype=torch.float64) / 1000).abs().max()
+    assert float(ks) < 0.02
+
+
+def test_mass_warning_fires_at_one_in_a_million():
+    """Saturated tanh (q* = 1.46): the grid under-resolves the density's singularity at 0 by
+    ~1e-4, which the old 1e-3 threshold let through silently."""
+    cp = critical_point("tanh", sigma_b=math.sqrt(0.3))
+    with pytest.warns(RuntimeWarning, match=r"not 1 to 1e-06: the grid under-resolves"):
+        spec = jacobian_spectrum_density("tanh", cp.sigma_w, cp.sigma_b, 2, "orthogonal")
+    assert 1e-6 < abs(spec.continuous_mass - 1) < 1e-3
