@@ -133,9 +133,67 @@ class RunConfigCallback(SaveConfigCallback):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / self.config_filename).write_text(text)
         config = yaml.safe_load(text)
+        name, tags = describe_run(config)
+        given = ((config.get("trainer") or {}).get("logger") or {}).get("init_args") or {}
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.config.update(config, allow_val_change=True)
+                run = logger.experiment
+                run.config.update(config, allow_val_change=True)
+                if not given.get("name"):  # a name given in the config or a flag wins
+                    run.name = name
+                run.tags = tuple(dict.fromkeys([*(run.tags or ()), *tags]))
+
+
+#: per config section, the arguments that tell runs apart and how a run name writes a number
+#: (``"d{}"``: depth 20 -> ``d20``) or a True flag (``"permuted"``); text values appear as they are
+NAME_ARGS: dict[str, dict[str, str]] = {
+    "model": {"cell": "{}", "kind": "{}", "depth": "d{}", "width": "w{}", "hidden_size": "h{}",
+              "channels": "c{}", "activation": "{}", "nonlinearity": "{}"},
+    "data": {"mode": "{}", "permute": "permuted"},
+    "init": {"scheme": "{}", "gain": "g{}"},
+    "constraint": {"triv": "{}"},
+    "regularizer": {"kind": "{}", "weight": "w{}", "gain": "g{}"},
+}
+
+
+def describe_run(config: dict[str, Any]) -> tuple[str, list[str]]:
+    """A W&B run name and tags from a resolved CLI config (the dict of ``lightning_config.yaml``).
+
+    The name joins with ``-`` the model and data classes (without ``Classifier`` /
+    ``DataModule``, lower case) and the ``constraint`` / ``regularizer`` slot names, each
+    followed by its :data:`NAME_ARGS` values (repeats within a section dropped), and the init's
+    scheme and gain: ``mlp-d20-w256-tanh-mnist-orthogonal-critical``. The tags are the class
+    names of the model, the data and every slot's callback, and ``<section>.<arg>=<value>`` for
+    the same arguments. So a run changed on the command line or by a sweep is named for what it
+    ran.
+    """
+    parts: list[str] = []
+    tags: list[str] = []
+    for section in ("model", "data", *CALLBACK_SLOTS):
+        block = config.get(section)
+        if not isinstance(block, dict) or not block.get("class_path"):
+            continue
+        cls = str(block["class_path"]).rsplit(".", 1)[-1]
+        tags.append(cls)
+        words = [cls.removesuffix("Classifier").removesuffix("DataModule").lower()]
+        if section not in ("model", "data"):  # the init says its scheme; monitors nothing
+            words = [section] if section in ("constraint", "regularizer") else []
+        args = block.get("init_args") or {}
+        for key, form in NAME_ARGS.get(section, {}).items():
+            value = args.get(key)
+            if value is None or value is False:
+                continue
+            if value is True:
+                word = form
+            elif isinstance(value, int | float):
+                word = form.format(value)
+            else:
+                word = str(value)
+            if word not in words:
+                words.append(word)
+            tags.append(f"{section}.{key}={value}")
+        parts += words
+    return "-".join(parts), tags
 
 
 class OrthoLightningCLI(LightningCLI):
@@ -190,7 +248,8 @@ def cli_main(
     Returns:
         The CLI object (``.model``, ``.datamodule``, ``.trainer``, ``.config``).
     """
-    os.environ.setdefault("WANDB_MODE", "offline")
+    if "WANDB_SWEEP_ID" not in os.environ:  # a `wandb agent` run logs where its sweep lives
+        os.environ.setdefault("WANDB_MODE", "offline")
     cli = OrthoLightningCLI(
         model_class=ClassificationModule,
         subclass_mode_model=True,

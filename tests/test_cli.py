@@ -228,3 +228,41 @@ def test_slot_help_and_value_take_the_short_class_name(tiny, tmp_path, capsys):
     jacobian, fisher = cli.slot_callbacks()
     assert type(jacobian).__name__ == "JacobianSpectrumMonitor" and jacobian.probe_size == 3
     assert type(fisher).__name__ == "FisherSpectrumMonitor"
+
+
+def _run_records(run):
+    """The run records (name, tags) of an offline run, in order."""
+    from tests._wandb import records
+
+    return [r.run for r in records(run) if r.WhichOneof("record_type") == "run"]
+
+
+def test_run_name_and_tags_come_from_the_resolved_config(tiny, tmp_path):
+    init = ["--init=OrthogonalInit", "--init.scheme=gaussian", "--init.gain=critical",
+            "--init.activation=tanh"]
+    cli_main(["fit", *_args(tiny, tmp_path, *init)])
+    (run,) = offline_runs(tmp_path / "runs")
+    last = _run_records(run)[-1]
+    assert last.display_name == "mlp-d2-w8-tanh-mnist-gaussian-critical"
+    assert {"MLPClassifier", "OrthogonalInit", "init.scheme=gaussian", "model.depth=2"} <= set(last.tags)
+
+
+def test_a_given_run_name_is_kept(tiny, tmp_path):
+    cli_main(["fit", *_args(tiny, tmp_path, "--trainer.logger.init_args.name=my-run")])
+    (run,) = offline_runs(tmp_path / "runs")
+    assert {r.display_name for r in _run_records(run)} == {"my-run"}
+    assert "MLPClassifier" in _run_records(run)[-1].tags
+
+
+@pytest.mark.parametrize(("sweep", "mode"), [(None, "offline"), ("abc123", None)], ids=["plain", "wandb-agent"])
+def test_wandb_offline_default_except_under_a_wandb_agent(tiny, tmp_path, monkeypatch, sweep, mode):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    if sweep is None:
+        monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_SWEEP_ID", sweep)  # what `wandb agent` sets for its runs
+    csv = json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger",
+                      "init_args": {"save_dir": str(tmp_path / "logs")}})
+    args = [a for a in _args(tiny, tmp_path) if not a.startswith("--trainer.logger")]
+    cli_main([*args, f"--trainer.logger={csv}"], run=False)
+    assert cli_module.os.environ.get("WANDB_MODE") == mode
