@@ -371,6 +371,11 @@ def spectrum_figure(
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     lo = min(float(v.min()) for _, v in history)
     hi = max(float(v.max()) for _, v in history)
+    if theory is not None:  # the axis spans the prediction too, or it may fall outside
+        grid, density, atoms = theory
+        support = grid[density > 1e-3 * float(density.max())] if len(grid) else grid
+        marks = [float(a) for a, _ in atoms] + ([float(support.min()), float(support.max())] if len(support) else [])
+        lo, hi = min([lo, *marks]), max([hi, *marks])
     if hi - lo <= 1e-6 * max(1.0, abs(hi)):  # a point mass (e.g. an orthogonal linear net)
         pad = 0.05 * max(1.0, abs(hi))
         lo, hi = lo - pad, hi + pad

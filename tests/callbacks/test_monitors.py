@@ -442,7 +442,17 @@ THEORY_CASES = {
 
 
 @pytest.mark.parametrize(("theory", "atom", "expected"), THEORY_CASES.values(), ids=THEORY_CASES.keys())
-def test_theory_overlay_logs_the_distance_to_the_prediction(tmp_path, theory, atom, expected):
+def test_theory_overlay_logs_the_distance_to_the_prediction(tmp_path, monkeypatch, theory, atom, expected):
+    import ortho_lightning.callbacks._monitor_base as base
+
+    drawn = []  # (title, x range) of every figure the monitor logs
+
+    def spy(trainer, step, scalars, histograms=None, figures=None):
+        drawn.extend((fig.axes[0].get_title(), fig.axes[0].get_xlim()) for fig in (figures or {}).values())
+        return log_measurement(trainer, step, scalars, histograms, figures)
+
+    log_measurement = base.log_measurement
+    monkeypatch.setattr(base, "log_measurement", spy)
     init = OrthogonalInit(scheme="orthogonal", gain=GAIN, activation="linear", seed=0)
     monitor = JacobianSpectrumMonitor(every_n_steps=None, probe_size=4, theory=theory, figure=True)
     logger = CSVLogger(tmp_path, name="csv")
@@ -454,6 +464,11 @@ def test_theory_overlay_logs_the_distance_to_the_prediction(tmp_path, theory, at
     assert list(w1) == [0]
     assert w1[0] == pytest.approx(expected, abs=1e-5)
     assert list(tmp_path.glob("**/figures/spectra_jacobian_figure.png"))
+    # the figure says what and when, and its axis shows the predicted point mass (at 1 for the
+    # gain-1 prediction, away from the measured point mass at 1.2^4)
+    ((title, (left, right)),) = drawn
+    assert title == "spectra/jacobian at step 0, probe of 4 inputs"
+    assert left < atom < right and left < GAIN ** (2 * DEPTH) < right
 
 
 def test_theory_true_without_an_init_callback_names_what_it_needs(tmp_path):
