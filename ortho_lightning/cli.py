@@ -134,12 +134,15 @@ class RunConfigCallback(SaveConfigCallback):
         (folder / self.config_filename).write_text(text)
         config = yaml.safe_load(text)
         name, tags = describe_run(config)
-        given = ((config.get("trainer") or {}).get("logger") or {}).get("init_args") or {}
+        loggers = (config.get("trainer") or {}).get("logger")
+        # one logger or a list of them (e.g. W&B and CSV side by side)
+        entries = loggers if isinstance(loggers, list) else [loggers]
+        named = any(isinstance(e, dict) and (e.get("init_args") or {}).get("name") for e in entries)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 run = logger.experiment
                 run.config.update(config, allow_val_change=True)
-                if not given.get("name"):  # a name given in the config or a flag wins
+                if not named:  # a name given in the config or a flag wins
                     run.name = name
                 run.tags = tuple(dict.fromkeys([*(run.tags or ()), *tags]))
 

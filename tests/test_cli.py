@@ -254,6 +254,19 @@ def test_a_given_run_name_is_kept(tiny, tmp_path):
     assert "MLPClassifier" in _run_records(run)[-1].tags
 
 
+def test_a_list_of_loggers_keeps_the_wandb_name_it_gives(tiny, tmp_path):
+    # the demo's setting: W&B and CSV side by side, given as a list
+    loggers = json.dumps([
+        {"class_path": "lightning.pytorch.loggers.WandbLogger",
+         "init_args": {"save_dir": str(tmp_path / "runs"), "name": "listed"}},
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "csv")}},
+    ])
+    args = [a for a in _args(tiny, tmp_path) if not a.startswith("--trainer.logger")]
+    cli_main(["fit", *args, f"--trainer.logger={loggers}"])
+    (run,) = offline_runs(tmp_path / "runs")
+    assert {r.display_name for r in _run_records(run)} == {"listed"}
+
+
 @pytest.mark.parametrize(("sweep", "mode"), [(None, "offline"), ("abc123", None)], ids=["plain", "wandb-agent"])
 def test_wandb_offline_default_except_under_a_wandb_agent(tiny, tmp_path, monkeypatch, sweep, mode):
     monkeypatch.delenv("WANDB_MODE", raising=False)
