@@ -7,8 +7,10 @@ Trains the depth-20 critical orthogonal tanh MLP of ``recipes/mnist_mlp_critical
 (``$ORTHO_LIGHTNING_DATA``, else ``./data``, downloaded if missing) for a few hundred steps,
 evaluates it on the test set, and writes into ``--out``:
 
-- ``spectra_init_vs_trained.png``: the input-output Jacobian's squared singular values and the
-  Fisher information's eigenvalues on one fixed batch, at init and after training;
+- ``spectra_init_vs_trained.png``: the squared singular values of the Jacobian of the critical
+  stack (last hidden layer / first hidden layer) and the Fisher information's eigenvalues on one
+  fixed batch: at init, after training, and for the Gaussian switch at init (same critical
+  point, same matched input layer) -- orthogonal concentrated at 1, Gaussian over decades;
 - ``training_curves.png``: training loss and validation accuracy against steps;
 - ``wandb/offline-run-*/files/figures/``: the monitors' own spectrum-over-training panels (the same ones
   are in W&B);
@@ -28,6 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "mnist_mlp_critical.yaml"
+RECIPE_Q_STAR = 1 / 64  # the recipe's init.init_args.q_star
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -49,36 +52,64 @@ def _loggers(out: Path) -> str:
 
 
 def _spectra(model, x):
-    """Squared singular values of d features / d input (per sample, pooled) and the Fisher's
-    non-zero eigenvalues, on the batch ``x``."""
-    from ortho_lightning.spectra import fisher_eigenvalues, jacobian_singular_values
+    """Squared singular values of d(last hidden layer) / d(first hidden layer's activations)
+    (per sample, pooled: the critical stack, as the recipe's monitor measures it) and the
+    Fisher's non-zero eigenvalues, on the batch ``x``."""
+    from ortho_lightning.spectra import fisher_eigenvalues, layer_jacobian_singular_values
 
-    sv = jacobian_singular_values(model.layers, x.flatten(1))  # the deep part, no readout
+    last = f"layers.{len(model.layers) - 1}"
+    sv = layer_jacobian_singular_values(model, x, "layers.1", last)
     eig = fisher_eigenvalues(model, x, likelihood="categorical", method="exact")
     return (sv**2).flatten().numpy(), eig[eig > 1e-12 * eig.max()].numpy()
 
 
-def _plot_spectra(path: Path, init, trained, steps: int) -> None:
+def _gaussian_twin(model, inputs):
+    """A network shaped like ``model``, initialised like the recipe but with Gaussian weights
+    (same critical point, same matched input layer, same inputs)."""
+    import torch
+
+    from ortho_lightning.init import initialize
+    from ortho_lightning.models import MLPClassifier
+
+    keys = ("depth", "width", "activation", "bias", "input_shape", "num_classes")
+    twin = MLPClassifier(**{k: model.hparams[k] for k in keys})
+    initialize(twin, "gaussian", gain="critical", activation="tanh", q_star=RECIPE_Q_STAR,
+               input_q="match", inputs=inputs, generator=torch.Generator().manual_seed(0))
+    return twin.eval()
+
+
+def _plot_spectra(path: Path, init, trained, gaussian, steps: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, i, title, xlabel in [
-        (axes[0], 0, "input-output Jacobian (last hidden layer)", "log10 squared singular value"),
-        (axes[1], 1, "Fisher information", "log10 eigenvalue"),
+        (axes[0], 0, "Jacobian, last / first hidden layer (19 critical layers)",
+         "log10 squared singular value"),
+        (axes[1], 1, "Fisher information (32 images)", "log10 eigenvalue"),
     ]:
-        a, b = np.log10(init[i] + 1e-12), np.log10(trained[i] + 1e-12)
-        bins = np.linspace(min(a.min(), b.min()), max(a.max(), b.max()) + 1e-9, 50)
-        ax.hist(a, bins=bins, alpha=0.6, label="at init", density=True)
-        ax.hist(b, bins=bins, alpha=0.6, label=f"after {steps} steps", density=True)
+        series = [
+            (init[i], "orthogonal at init", "C0"),
+            (trained[i], f"orthogonal after {steps} steps", "C1"),
+            (gaussian[i], "Gaussian at init (same critical point)", "C3"),
+        ]
+        logs = [np.log10(np.maximum(v, 1e-30)) for v, _, _ in series]
+        low = max(min(v.min() for v in logs), -12.0)
+        bins = np.linspace(low, max(v.max() for v in logs) + 1e-9, 60)
+        for v, (_, label, colour) in zip(logs, series):
+            ax.hist(np.clip(v, low, None), bins=bins, alpha=0.55, label=label, density=True,
+                    color=colour)
+        if i == 0:
+            ax.axvline(0.0, color="k", lw=0.8, ls="--")
         ax.set_title(title)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(f"{xlabel} (values below 1e{low:.0f} drawn at {low:.0f})")
         ax.set_ylabel("density")
-        ax.legend()
-    fig.suptitle("depth-20 tanh MLP, orthogonal weights at the critical point, MNIST")
+        ax.legend(fontsize=8)
+    fig.suptitle("depth-20 tanh MLP at the critical point q* = 1/64 with the input layer "
+                 "matched to MNIST")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -155,10 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     wandb_dir = files_dir.parent
     finish_wandb(cli.trainer)
 
+    from ortho_lightning.callbacks.init import first_training_inputs
+
     probe = next(iter(cli.datamodule.val_dataloader()))[0][: args.probe]
     trained = cli.model.cpu().eval()
-    _plot_spectra(out / "spectra_init_vs_trained.png", _spectra(keep.model, probe),
-                  _spectra(trained, probe), cli.trainer.global_step)
+    init_spectra = _spectra(keep.model, probe)
+    gaussian = _spectra(_gaussian_twin(keep.model, first_training_inputs(cli.trainer, 256)), probe)
+    _plot_spectra(out / "spectra_init_vs_trained.png", init_spectra,
+                  _spectra(trained, probe), gaussian, cli.trainer.global_step)
+    for label, (sv2, _) in [("orthogonal", init_spectra), ("gaussian", gaussian)]:
+        print(f"at init, {label}: Jacobian squared singular values mean {sv2.mean():.3f}, "
+              f"range [{sv2.min():.3g}, {sv2.max():.3g}]")
     _plot_curves(out / "training_curves.png", out / "csv" / "metrics.csv")
     elapsed = time.perf_counter() - start
 
