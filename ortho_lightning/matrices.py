@@ -1,7 +1,10 @@
 """Which matrix view of a module's weights is meant when we say "orthogonal".
 
 - ``nn.Linear``: the (out, in) weight.
-- ``nn.ConvNd``: the flattened (out, in * prod(kernel)) matrix (``weight.flatten(1)``).
+- ``nn.ConvNd``: the flattened (out, in * prod(kernel)) matrix (``weight.flatten(1)``); a grouped
+  conv (``groups = g > 1``) is g such matrices, (out/g, in/g * prod(kernel)) each, one per group
+  (the layer is block diagonal over groups: it is orthogonal iff every group's block is). The same
+  holds for ``nn.ConvTransposeNd``, whose weight (in, out/g, *kernel) is grouped along dim 0 too.
 - ``nn.RNN/LSTM/GRU`` and their cells: every ``weight_ih*`` / ``weight_hh*`` tensor, split into
   its stacked gate blocks (LSTM: 4 blocks i, f, g, o; GRU: 3 blocks r, z, n; RNN: 1), each block
   (hidden, in) or (hidden, hidden) on its own.
@@ -85,9 +88,14 @@ class MatrixBlock:
     label: str
     recurrent: bool = False
 
+    def view(self, module: nn.Module) -> Tensor:
+        """The block's rows of the module's current tensor, unflattened (e.g. (out/g, in/g, *k)
+        for a conv group): a view, so writing into it writes the parameter."""
+        return getattr(module, self.tensor_name)[self.rows]
+
     def matrix(self, module: nn.Module) -> Tensor:
         """The block as a 2-d (rows, cols) view of the module's current tensor."""
-        return getattr(module, self.tensor_name)[self.rows].flatten(1)
+        return self.view(module).flatten(1)
 
 
 def matrix_blocks(module: nn.Module) -> list[MatrixBlock]:
@@ -106,6 +114,26 @@ def matrix_blocks(module: nn.Module) -> list[MatrixBlock]:
                 )
         return blocks
     weight = getattr(module, "weight", None)
-    if isinstance(weight, Tensor) and weight.dim() >= 2:
+    if not (isinstance(weight, Tensor) and weight.dim() >= 2):
+        return []
+    groups = conv_groups(module)
+    if groups == 1:
         return [MatrixBlock("weight", slice(None), "weight")]
-    return []
+    size = weight.shape[0] // groups
+    return [
+        MatrixBlock("weight", slice(g * size, (g + 1) * size), f"weight[group {g}]")
+        for g in range(groups)
+    ]
+
+
+def conv_groups(module: nn.Module) -> int:
+    """``module.groups`` of a (transposed) ConvNd, 1 for every other module."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return int(module.groups)
+    return 1
+
+
+def matrix_views(module: nn.Module) -> list[tuple[str, Tensor]]:
+    """``(label, view)`` of every matrix block of ``module`` (:func:`matrix_blocks`), unflattened
+    views into its parameters: what an init scheme is applied to, block by block."""
+    return [(block.label, block.view(module)) for block in matrix_blocks(module)]

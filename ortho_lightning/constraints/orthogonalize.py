@@ -11,7 +11,8 @@ of :func:`ortho_lightning.matrices.matrix_blocks`,
 Which matrix is made orthogonal (the view of :mod:`ortho_lightning.matrices`):
 
 - ``nn.Linear``: the (out, in) weight.
-- ``nn.ConvNd``: the flattened (out, in * prod(kernel)) matrix. geotorch and torch's
+- ``nn.ConvNd``: the flattened (out, in * prod(kernel)) matrix, one per group of a grouped conv
+  (the groups share one batched manifold, like gate blocks). geotorch and torch's
   ``parametrizations.orthogonal`` instead constrain each k x k kernel slice; the flattened view is
   the one for which ``W^T W = g^2 I`` means the layer preserves norms of patches.
 - ``nn.RNN/LSTM/GRU`` (and cells): each stacked gate block of ``weight_hh_l*`` / ``weight_ih_l*``

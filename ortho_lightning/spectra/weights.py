@@ -45,14 +45,13 @@ def weight_spectra(
     module: nn.Module, *, conv_input_shape: Sequence[int] | None = None
 ) -> dict[str, Tensor]:
     """Singular values (descending) of each matrix block of ``module``, keyed by the block's
-    label (``"weight"``, ``"weight_hh_l0[f]"``...). For ConvNd with ``conv_input_shape`` the
-    ``"weight"`` entry is the circular-convolution operator spectrum instead of the flattened
-    matrix's. Empty for modules without weight matrices."""
+    label (``"weight"``, ``"weight[group 0]"`` of a grouped conv, ``"weight_hh_l0[f]"``...). For
+    ConvNd with ``conv_input_shape`` each entry is the circular-convolution operator spectrum of
+    that (group's) kernel instead of the flattened matrix's. Empty for modules without weight matrices."""
     out = {}
     for block in matrix_blocks(module):
-        weight = getattr(module, block.tensor_name)
         if conv_input_shape is not None and isinstance(module, nn.modules.conv._ConvNd):
-            out[block.label] = conv_operator_singular_values(weight, conv_input_shape)
+            out[block.label] = conv_operator_singular_values(block.view(module), conv_input_shape)
         else:
             out[block.label] = singular_values(block.matrix(module).detach())
     return out
