@@ -3,13 +3,17 @@
 Thin glue over :mod:`ortho_lightning.spectra`: the base class
 (:class:`~ortho_lightning.callbacks._monitor_base.SpectrumMonitor`) decides when to measure, on
 rank zero only, with the model's mode, gradients and RNG left as they were; these classes only
-say what to measure. Keys (each a :func:`~ortho_lightning.spectra.summarize` key: ``max``, ``min``,
-``mean_sq``, ``condition``, ``std``, ``frac_within_10pct``; for the Fisher ``max``, ``trace``,
-``mean``, ``max_over_jacobian_sq``):
+say what to measure. Every key, with what it measures, on which probe and in which units, is
+in ``docs/logged_keys.md``. Keys (each a :func:`~ortho_lightning.spectra.summarize` key: ``max``,
+``min``, ``mean_sq``, ``condition``, ``std``, ``frac_within_10pct``; for the Fisher ``max``,
+``trace``, ``mean``):
 
-- ``spectra/jacobian/<key>`` and the histogram ``spectra/jacobian/singular_values`` (with
-  ``theory``: ``spectra/jacobian/theory_w1``);
-- ``spectra/fisher/<key>`` and ``spectra/fisher/eigenvalues`` (with ``theory``:
+- ``spectra/jacobian/<key>`` and the histogram ``spectra/jacobian/singular_values``: the
+  Jacobian of the model's ``spectrum_output_fn`` (the recipe models' features) or output with
+  respect to the input (with ``theory``: ``spectra/jacobian/theory_w1``);
+- ``spectra/fisher/<key>`` and ``spectra/fisher/eigenvalues``, with ``jacobian_ratio`` the
+  logits' Jacobian ``spectra/fisher/logits_jacobian_max`` and
+  ``spectra/fisher/max_over_logits_jacobian_sq`` (with ``theory``:
   ``spectra/fisher/theory_mean``, ``spectra/fisher/mean_over_theory``);
 - ``spectra/weights/<module>.<matrix>/<key>`` and ``.../singular_values`` per matrix block
   (``<matrix>`` from :func:`ortho_lightning.matrices.matrix_blocks`: ``weight``,
@@ -27,6 +31,7 @@ bare training steps).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -47,7 +52,12 @@ from ortho_lightning.theory import (
 )
 
 LIKELIHOODS = ("categorical", "gaussian")
-FISHER_METHODS = ("exact", "lanczos")
+FISHER_METHODS = ("exact", "lanczos", "slq")
+#: number of quantiles of the SLQ density logged as its histogram (``method="slq"``)
+SLQ_QUANTILES = 512
+#: the SLQ density's histogram starts at this many kernel widths above 0, past the broadened
+#: atom of the Fisher's null space
+SLQ_CUT_SIGMAS = 5.0
 
 
 class _Through(nn.Module):
@@ -225,6 +235,9 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         super().on_train_start(trainer, pl_module)
 
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
+        features = self.output_fn is None and getattr(pl_module, "spectrum_output_fn", None) is not None
+        of = f"d {self.end} / d {self.start}" if self.start is not None else (
+            "d features / d input" if features else "d output / d input")
         if self.start is not None:
             sv = spectra.layer_jacobian_singular_values(
                 pl_module, probe, self.start, self.end,
@@ -244,7 +257,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             dict(spectra.summarize(sv, kind="singular")),
             histogram="singular_values",
             plot_values=sv**2,
-            plot_label="squared singular value of the input-output Jacobian",
+            plot_label=f"squared singular value of the Jacobian {of}",
         )
         if self.prediction is not None:
             p = self.prediction
@@ -258,12 +271,24 @@ class FisherSpectrumMonitor(SpectrumMonitor):
 
     Args:
         likelihood: ``"categorical"`` (softmax over the outputs) or ``"gaussian"``.
-        method: ``"exact"`` (all non-zero eigenvalues) or ``"lanczos"`` (top ``k``).
-        k: number of eigenvalues (``None``: all for ``exact``, the core's default for Lanczos).
-        jacobian_ratio: also measure the input-output Jacobian of the outputs on the same probe,
-            so ``summarize`` reports lambda_max(F) / spectral_radius(J)^2 (Sokol & Park).
+        method: ``"exact"`` (all non-zero eigenvalues), ``"lanczos"`` (top ``k``) or ``"slq"``
+            (the eigenvalue density by stochastic Lanczos quadrature,
+            :func:`~ortho_lightning.spectra.spectral_density`, for probes whose N*C is too large
+            for the exact dual Gram: ``max`` from Lanczos, ``trace`` = P * the density's mean,
+            and as the histogram / figure :data:`SLQ_QUANTILES` quantiles of the density above
+            :data:`SLQ_CUT_SIGMAS` kernel widths, i.e. without the null space's atom at 0;
+            the kernel width ``sigma`` defaults to 1% of ``max``).
+        k: number of eigenvalues (``None``: all for ``exact``, the core's default for Lanczos;
+            not used by ``slq``).
+        jacobian_ratio: also measure the Jacobian of the logits (the model's raw output, not
+            the features the Jacobian monitor measures) with respect to the input, on the same
+            probe: logs its largest singular value ``logits_jacobian_max`` and
+            ``max_over_logits_jacobian_sq`` = lambda_max(F) / logits_jacobian_max^2 (Sokol & Park).
         fisher_kwargs: further keyword arguments of
-            :func:`~ortho_lightning.spectra.fisher_eigenvalues` (tolerance, seed, chunking).
+            :func:`~ortho_lightning.spectra.fisher_eigenvalues` (tolerance, seed, chunking) or,
+            for ``slq``, of :func:`~ortho_lightning.spectra.spectral_density` (``num_probes``,
+            ``lanczos_steps``, ``grid``, ``sigma``, ``seed``); each is passed to the functions
+            that take it.
         theory: a dict of :func:`~ortho_lightning.theory.fisher_moments` arguments
             (``activation``, ``sigma_w``, ``sigma_b``, ``depth``, ``width``, ``n_outputs``,
             optionally ``weights``, ``q_star``): log the predicted mean eigenvalue of the
@@ -336,11 +361,26 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             raise ConfigurationError(f"{name}(jacobian_ratio): expected True or False, got {jacobian_ratio!r}")
         if fisher_kwargs is not None and not isinstance(fisher_kwargs, dict):
             raise ConfigurationError(f"{name}(fisher_kwargs): expected a dict or None, got {fisher_kwargs!r}")
-        clash = sorted(set(fisher_kwargs or {}) & {"likelihood", "method", "k", "eval_mode"})
+        own = {"likelihood", "method", "k", "eval_mode"}
+        clash = sorted(set(fisher_kwargs or {}) & own)
         if clash:
             raise ConfigurationError(
                 f"{name}(fisher_kwargs): {clash} are arguments of the monitor itself; pass them "
                 "directly, not in fisher_kwargs"
+            )
+        used = [spectra.fisher_eigenvalues] + ([spectra.spectral_density] if method == "slq" else [])
+        accepted = set().union(*(inspect.signature(fn).parameters for fn in used)) - {"model", "x"}
+        unknown = sorted(set(fisher_kwargs or {}) - accepted)
+        if unknown:
+            raise ConfigurationError(
+                f"{name}(fisher_kwargs): {unknown} are not arguments of "
+                f"{' or '.join(fn.__name__ for fn in used)} (method={method!r}); accepted: "
+                f"{sorted(accepted - own)}"
+            )
+        if method == "slq" and self.prediction is not None:
+            raise ConfigurationError(
+                f"{name}(theory): compares the mean of the exact spectrum's eigenvalues; "
+                "use method='exact', not 'slq'"
             )
         self.likelihood = likelihood
         self.method = method
@@ -351,20 +391,26 @@ class FisherSpectrumMonitor(SpectrumMonitor):
     def _state_key_args(self) -> dict[str, Any]:
         return {**super()._state_key_args(), "method": self.method, "k": self.k}
 
+    def _kwargs(self, fn: Callable) -> dict[str, Any]:
+        """The ``fisher_kwargs`` that ``fn`` takes."""
+        accepted = inspect.signature(fn).parameters
+        return {k: v for k, v in self.fisher_kwargs.items() if k in accepted}
+
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
-        eig = spectra.fisher_eigenvalues(
-            pl_module,
-            probe,
-            likelihood=self.likelihood,
-            method=self.method,
-            k=self.k,
-            eval_mode=self.eval_mode,
-            **self.fisher_kwargs,
-        )
-        sv = None
+        common = {"likelihood": self.likelihood, "eval_mode": self.eval_mode}
+        if self.method == "slq":
+            eig, summary = self._slq(pl_module, probe, common)
+        else:
+            eig = spectra.fisher_eigenvalues(
+                pl_module, probe, method=self.method, k=self.k, **common,
+                **self._kwargs(spectra.fisher_eigenvalues),
+            )
+            summary = dict(spectra.summarize(eig, kind="fisher"))
         if self.jacobian_ratio:
-            sv = spectra.jacobian_singular_values(pl_module, probe, eval_mode=self.eval_mode)
-        summary = dict(spectra.summarize(eig, kind="fisher", jacobian_sv=sv))
+            # the logits' Jacobian (not the features'), on this monitor's probe
+            s_max = float(spectra.jacobian_singular_values(pl_module, probe, eval_mode=self.eval_mode).max())
+            summary["logits_jacobian_max"] = s_max
+            summary["max_over_logits_jacobian_sq"] = summary["max"] / s_max**2 if s_max > 0 else math.inf
         extra = {}
         if self.prediction is not None:
             extra["theory_mean"] = self.prediction.mean
@@ -375,10 +421,34 @@ class FisherSpectrumMonitor(SpectrumMonitor):
                 eig,
                 summary,
                 histogram="eigenvalues",
-                plot_label="eigenvalue of the Fisher information",
+                plot_label="eigenvalue of the Fisher information"
+                + (" (SLQ density quantiles)" if self.method == "slq" else ""),
                 extra=extra,
             )
         ]
+
+    def _slq(self, pl_module: LightningModule, probe: Tensor, common: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        """(quantiles of the SLQ density above the null space's atom, {max, trace})."""
+        lanczos = self._kwargs(spectra.fisher_eigenvalues)
+        top = float(spectra.fisher_eigenvalues(pl_module, probe, method="lanczos", k=1, **common, **lanczos)[0])
+        kwargs = self._kwargs(spectra.spectral_density)
+        kwargs.setdefault("sigma", max(top, 1e-30) / 100)
+        grid, density = spectra.spectral_density(pl_module, probe, **common, **kwargs)
+        num_params = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        trace = num_params * float(torch.trapezoid(grid * density, grid))
+        keep = grid > SLQ_CUT_SIGMAS * kwargs["sigma"]
+        if int(keep.sum()) < 2:
+            keep = torch.ones_like(keep)
+        g, d = grid[keep], density[keep].clamp_min(0)
+        cdf = torch.cat([d.new_zeros(1), torch.cumsum((d[1:] + d[:-1]) / 2 * g.diff(), 0)])
+        if float(cdf[-1]) <= 0:
+            return torch.tensor([top]), {"max": top, "trace": trace}
+        levels = (torch.arange(SLQ_QUANTILES, dtype=torch.float64) + 0.5) / SLQ_QUANTILES * cdf[-1]
+        index = torch.searchsorted(cdf, levels).clamp(1, len(g) - 1)
+        lo, hi = cdf[index - 1], cdf[index]
+        frac = ((levels - lo) / (hi - lo).clamp_min(1e-300)).clamp(0, 1)
+        quantiles = g[index - 1] + frac * (g[index] - g[index - 1])
+        return quantiles, {"max": top, "trace": trace}
 
 
 def _key_label(label: str) -> str:
