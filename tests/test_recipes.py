@@ -18,6 +18,7 @@ from tests.data.conftest import make_tiny_mnist
 RECIPES = REPO_ROOT / "recipes"
 SMOKE = RECIPES / "smoke.yaml"
 SOFT = ["seqmnist_softortho.yaml"]
+SOFT_NOTEBOOK = ["seqmnist_softortho_notebook.yaml"]
 
 # (id, configs layered in order, extra command-line overrides)
 CASES = [
@@ -33,6 +34,7 @@ CASES = [
     ("cnn1d-pixel", ["seqmnist_cnn1d_pixel.yaml"], []),
     ("softortho", SOFT, []),
     ("softortho-frobenius", SOFT, ["--regularizer.init_args.kind=frobenius"]),
+    ("softortho-notebook", SOFT_NOTEBOOK, []),
     *[(f"softortho-{p.stem}", [*SOFT, f"softortho/{p.name}"], [])
       for p in sorted((RECIPES / "softortho").glob("*.yaml"))],
 ]
@@ -117,3 +119,44 @@ def test_sweep_parameters_are_keys_of_its_recipe(sweep, pick, tiny, monkeypatch)
     cli = cli_main(args, run=False)
     for key, value in chosen.items():
         assert cli.config[key] == value
+
+
+@pytest.mark.parametrize(("configs", "hidden", "recurrent"), [
+    (SOFT, 64, "orthogonal"),
+    (SOFT_NOTEBOOK, 128, "orthogonal"),
+    ([*SOFT_NOTEBOOK, "softortho/glorot_init.yaml"], 128, "glorot_normal"),
+], ids=["paper-64", "notebook-128", "notebook-glorot"])
+def test_softortho_recipes_build_the_keras_model(configs, hidden, recurrent, tiny, monkeypatch):
+    """The soft-orthogonality recipes resolve, through the CLI, to the study's Keras model:
+    Glorot-uniform input matrix and head (U(-a, a), a = sqrt(6 / (fan_in + fan_out))), zero
+    biases, W_hh orthogonal at gain 1.025 (or Keras' truncated Glorot normal), Adam eps 1e-7,
+    validation = the last images, pixels in [0, 1]. PyTorch's defaults (U(+-1/sqrt(H)) for every
+    tensor, biases included) fail each check."""
+    monkeypatch.setattr(sys, "argv", ["ortho-lightning"])
+    args = [a for c in _run_configs(configs) for a in ("--config", str(c))]
+    cli = cli_main([*args, f"--data.data_dir={tiny}", "--data.download=false",
+                    "--data.val_size=10", "--trainer.logger=false"], run=False)
+    (init,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "OrthogonalInit"]
+    init.setup(cli.trainer, cli.model, "fit")
+    rnn, head = cli.model.rnn, cli.model.head
+
+    for weight in (rnn.weight_ih_l0, head.weight):
+        out, fan_in = weight.shape
+        bound = (6.0 / (fan_in + out)) ** 0.5  # Keras GlorotUniform limit
+        top = weight.detach().abs().max().item()
+        assert 0.97 * bound <= top <= bound, (tuple(weight.shape), top, bound)
+    for bias in (rnn.bias_ih_l0, rnn.bias_hh_l0, head.bias):
+        assert torch.count_nonzero(bias) == 0
+    w_hh = rnn.weight_hh_l0.detach().double()
+    assert w_hh.shape == (hidden, hidden)
+    if recurrent == "orthogonal":
+        torch.testing.assert_close(w_hh.T @ w_hh, 1.025**2 * torch.eye(hidden, dtype=torch.float64),
+                                   atol=1e-5, rtol=0)
+    else:  # Keras GlorotNormal: std sqrt(2 / (H + H)), truncated at 2 / 0.8796 of it
+        std = (1.0 / hidden) ** 0.5
+        assert w_hh.abs().max().item() <= 2 * std / 0.87962566103423978
+        assert abs(w_hh.std().item() / std - 1) < 0.1
+    optimizer = cli.model.configure_optimizers()  # no scheduler in these recipes
+    assert optimizer.defaults["eps"] == 1e-7 and optimizer.defaults["lr"] == 1e-4
+    data = cli.config["data"]["init_args"]
+    assert (data["val_split"], data["val_size"], data["normalize"]) == ("last", 10, False)
