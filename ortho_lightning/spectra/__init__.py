@@ -21,6 +21,8 @@ Conventions shared by every function here:
   Linear/Conv1d/Conv2d, torch.func for everything else, recurrent layers included); for large
   N*C use ``method="lanczos"``, :func:`fisher_trace` (``"hutchinson"``) and
   :func:`spectral_density`.
+- The empirical NTK Theta = J J^T (:func:`ntk_matrix`, :func:`ntk_eigenvalues`,
+  :func:`ntk_trace`, :func:`ntk_drift`) is N times the Gaussian-likelihood Fisher's dual Gram.
 """
 
 from ortho_lightning.spectra.bound import FisherBound, fisher_max_bound
@@ -31,6 +33,14 @@ from ortho_lightning.spectra.jacobian import (
     jacobian_singular_values,
     layer_jacobian_singular_values,
     recurrent_state_jacobian_singular_values,
+)
+from ortho_lightning.spectra.ntk import (
+    kernel_distance,
+    kernel_eigenvalues,
+    ntk_drift,
+    ntk_eigenvalues,
+    ntk_matrix,
+    ntk_trace,
 )
 from ortho_lightning.spectra.operators import FisherOperator
 from ortho_lightning.spectra.summary import summarize
@@ -50,7 +60,13 @@ __all__ = [
     "fisher_max_bound",
     "fisher_trace",
     "jacobian_singular_values",
+    "kernel_distance",
+    "kernel_eigenvalues",
     "layer_jacobian_singular_values",
+    "ntk_drift",
+    "ntk_eigenvalues",
+    "ntk_matrix",
+    "ntk_trace",
     "recurrent_state_jacobian_singular_values",
     "spectral_density",
     "summarize",

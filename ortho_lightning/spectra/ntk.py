@@ -1,0 +1,208 @@
+"""The empirical neural tangent kernel Theta = J J^T of a model's outputs on a batch
+(J = d f / d theta, (N*C, P)): the (N*C x N*C) matrix Theta[(i, c), (j, d)] =
+<d f_ic / d theta, d f_jd / d theta>, rows ordered sample-major ((i, c) -> i*C + c).
+
+It is N times the dual Gram of the unit-variance Gaussian-likelihood Fisher (H = I, so
+S_i = I and G = J): :func:`~ortho_lightning.spectra.fisher_gram` builds it (structured per
+Linear/Conv/RNN layer, torch.func elsewhere), :func:`~ortho_lightning.spectra.fisher_trace` its
+trace and :func:`~ortho_lightning.spectra.fisher_eigenvalues` its Lanczos top-k; this module only
+rescales them. Parameters, modes and outputs follow the Fisher's conventions (trainable
+``named_parameters()``, eval mode by default and restored, outputs flattened per sample or
+picked by ``output_fn``).
+
+The laziness measure of training is the relative drift ||Theta_t - Theta_0||_F / ||Theta_0||_F
+against a kernel stored at init (:func:`ntk_drift`, :func:`kernel_distance`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.spectra._common import (
+    OutputFn,
+    as_batch_output,
+    check_batch,
+    check_choice,
+    linalg_ready,
+    measuring,
+)
+from ortho_lightning.spectra.fisher import (
+    EIGEN_METHODS,
+    TRACE_METHODS,
+    fisher_eigenvalues,
+    fisher_trace,
+)
+from ortho_lightning.spectra.gram import fisher_gram
+
+
+def _check(model: object, x: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise ConfigurationError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_batch(x)
+
+
+def _check_k(k: object) -> None:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ConfigurationError(f"k must be a positive int or None, got {k!r}")
+
+
+def ntk_matrix(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    output_fn: OutputFn | None = None,
+    chunk_size: int | None = None,
+    eval_mode: bool = True,
+) -> Tensor:
+    """The empirical NTK Theta = J J^T of ``model``'s outputs on the batch ``x``.
+
+    Args:
+        model: any module; its output on ``x`` is flattened per sample to (N, C), or
+            ``output_fn`` picks the tensor.
+        x: (N, ...) batch.
+        output_fn: selects the output tensor from the model's output.
+        chunk_size: vmap chunk of the generic (non-structured) route.
+        eval_mode: measure in eval mode and restore every submodule's mode after.
+
+    Returns:
+        (N*C, N*C) symmetric PSD matrix in the parameters' dtype, rows sample-major.
+    """
+    _check(model, x)
+    with measuring(model, eval_mode):
+        gram = fisher_gram(model, x, "gaussian", output_fn=output_fn, chunk_size=chunk_size)
+    theta = gram * x.shape[0]
+    return (theta + theta.T) / 2
+
+
+def kernel_eigenvalues(theta: Tensor, k: int | None = None) -> Tensor:
+    """Eigenvalues of a symmetric PSD kernel matrix (e.g. :func:`ntk_matrix`), descending,
+    clamped at 0; the top ``k`` if given (``k`` at most the matrix size)."""
+    if not isinstance(theta, Tensor) or theta.dim() != 2 or theta.shape[0] != theta.shape[1]:
+        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
+        raise ShapeError(f"theta must be a square matrix, got {shape}")
+    _check_k(k)
+    if k is not None and k > theta.shape[0]:
+        raise ConfigurationError(f"k={k} exceeds the kernel size N*C={theta.shape[0]}")
+    values = torch.linalg.eigvalsh(linalg_ready(theta)).flip(0).clamp_min(0)
+    return values if k is None else values[:k]
+
+
+def ntk_eigenvalues(
+    model: nn.Module,
+    x: Tensor,
+    method: str = "exact",
+    k: int | None = None,
+    *,
+    tol: float = 1e-6,
+    seed: int = 0,
+    max_iter: int | None = None,
+    output_fn: OutputFn | None = None,
+    chunk_size: int | None = None,
+    eval_mode: bool = True,
+) -> Tensor:
+    """Eigenvalues of the empirical NTK, descending.
+
+    Args:
+        model, x, output_fn, chunk_size, eval_mode: as in :func:`ntk_matrix`.
+        method: ``"exact"``: all N*C eigenvalues of :func:`ntk_matrix` (its ``eigvalsh``);
+            ``"lanczos"``: the top ``k`` by Lanczos on matrix-free products (the Gaussian
+            Fisher's operator, in output space or parameter space whichever is smaller), for
+            when N*C is too large for a dense kernel.
+        k: number of eigenvalues (required for lanczos; for exact, keeps the top ``k``); at
+            most N*C.
+        tol, seed, max_iter: Lanczos relative residual tolerance, start-vector seed (a private
+            generator), step bound.
+
+    Returns:
+        1-d tensor, >= 0: N*C values (exact), or ``k``. Past the rank min(N*C, P) they are 0.
+    """
+    _check(model, x)
+    check_choice(method, "method", EIGEN_METHODS)
+    _check_k(k)
+    if method == "exact":
+        return kernel_eigenvalues(
+            ntk_matrix(model, x, output_fn=output_fn, chunk_size=chunk_size, eval_mode=eval_mode), k
+        )
+    if k is None:
+        raise ConfigurationError("method='lanczos' needs k (the number of top eigenvalues), got None")
+    with torch.no_grad(), measuring(model, eval_mode):
+        size = as_batch_output(model(x), x.shape[0], output_fn, "model").numel()
+    if k > size:
+        raise ConfigurationError(f"k={k} exceeds the kernel size N*C={size}")
+    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Theta = N * (dual of the Gaussian Fisher): the same non-zero eigenvalues, times N
+    top = fisher_eigenvalues(
+        model, x, "gaussian", "lanczos", min(k, max(num_params, 1)), tol=tol, seed=seed,
+        max_iter=max_iter, chunk_size=chunk_size, output_fn=output_fn, eval_mode=eval_mode,
+    ) * x.shape[0]
+    return torch.cat([top, top.new_zeros(k - top.numel())])
+
+
+def ntk_trace(
+    model: nn.Module,
+    x: Tensor,
+    method: str = "exact",
+    *,
+    num_probes: int = 64,
+    seed: int = 0,
+    output_fn: OutputFn | None = None,
+    chunk_size: int | None = None,
+    eval_mode: bool = True,
+) -> Tensor:
+    """tr Theta = sum_{i,c} ||d f_ic / d theta||^2, a 0-d tensor: ``exact`` from the kernel's
+    diagonal only (structured per layer, no N*C x N*C matrix), ``hutchinson`` an unbiased
+    estimate from ``num_probes`` Rademacher probes (seeded by ``seed``)."""
+    _check(model, x)
+    check_choice(method, "method", TRACE_METHODS)
+    tr = fisher_trace(
+        model, x, "gaussian", method, num_probes=num_probes, seed=seed, chunk_size=chunk_size,
+        output_fn=output_fn, eval_mode=eval_mode,
+    )
+    return tr * x.shape[0]
+
+
+def kernel_distance(theta: Tensor, reference: Tensor) -> Tensor:
+    """||theta - reference||_F / ||reference||_F in float64, a 0-d tensor (on ``theta``'s
+    device); both matrices of the same shape."""
+    for name, t in (("theta", theta), ("reference", reference)):
+        if not isinstance(t, Tensor) or t.dim() != 2:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ShapeError(f"{name} must be a 2-d kernel matrix, got {shape}")
+    if theta.shape != reference.shape:
+        raise ShapeError(
+            f"reference has shape {tuple(reference.shape)} but the kernel is "
+            f"{tuple(theta.shape)}: it must come from the same probe batch (N*C rows)"
+        )
+    ref = reference.to(device=theta.device, dtype=torch.float64)
+    norm = torch.linalg.matrix_norm(ref)
+    if not norm > 0:
+        raise ShapeError("reference is the zero matrix: the relative distance is undefined")
+    return torch.linalg.matrix_norm(theta.to(torch.float64) - ref) / norm
+
+
+def ntk_drift(
+    model: nn.Module,
+    x: Tensor,
+    reference: Tensor,
+    *,
+    output_fn: OutputFn | None = None,
+    chunk_size: int | None = None,
+    eval_mode: bool = True,
+) -> Tensor:
+    """Relative drift ||Theta_t - Theta_0||_F / ||Theta_0||_F of the model's NTK on ``x``
+    against ``reference`` = Theta_0, a :func:`ntk_matrix` of the same batch stored earlier
+    (e.g. at init). A float64 0-d tensor; 0 when the kernel has not moved."""
+    theta = ntk_matrix(model, x, output_fn=output_fn, chunk_size=chunk_size, eval_mode=eval_mode)
+    return kernel_distance(theta, reference)
+
+
+__all__ = [
+    "kernel_distance",
+    "kernel_eigenvalues",
+    "ntk_drift",
+    "ntk_eigenvalues",
+    "ntk_matrix",
+    "ntk_trace",
+]
