@@ -16,6 +16,7 @@ _EXPORTS = {
     "JacobianSpectrumMonitor": "monitors",
     "FisherSpectrumMonitor": "monitors",
     "WeightSpectrumMonitor": "monitors",
+    "NTKSpectrumMonitor": "ntk_monitor",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 
-KINDS = ("singular", "fisher")
+KINDS = ("singular", "fisher", "kernel")
 
 
 def summarize(
@@ -25,6 +25,9 @@ def summarize(
     ``mean`` (over the given values), and with ``jacobian_sv`` (singular values of the
     input-output Jacobian, any shape) ``max_over_jacobian_sq`` = lambda_max / s_max(J)^2
     (Sokol & Park 2019 relate the two).
+
+    ``kind="kernel"`` (eigenvalues of a PSD kernel such as the NTK, all of them): the ``fisher``
+    keys plus ``min`` and ``condition`` (max / min; inf when min is 0).
     """
     if kind not in KINDS:
         raise ConfigurationError(f"kind must be one of {list(KINDS)}, got {kind!r}")
@@ -44,6 +47,10 @@ def summarize(
     if jacobian_sv is not None and kind == "fisher" and jacobian_sv.numel() == 0:
         raise ShapeError("jacobian_sv must be non-empty")
     out = {"max": float(v.max()), "trace": float(v.sum()), "mean": float(v.mean())}
+    if kind == "kernel":
+        vmin = float(v.min())
+        out["min"] = vmin
+        out["condition"] = out["max"] / vmin if vmin > 0 else math.inf
     if jacobian_sv is not None:
         s_max = float(jacobian_sv.detach().abs().max())
         out["max_over_jacobian_sq"] = out["max"] / s_max**2 if s_max > 0 else math.inf

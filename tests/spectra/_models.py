@@ -194,3 +194,27 @@ def dense_jacobian_sv(fn, x: torch.Tensor) -> torch.Tensor:
         jac = torch.autograd.functional.jacobian(lambda v: fn(v[None])[0], xi)
         out.append(torch.linalg.svdvals(jac.reshape(size, -1)))
     return torch.stack(out)
+
+
+def dense_ntk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The (N*C, N*C) empirical NTK J J^T in eval mode, from per-sample Jacobians of every
+    trainable parameter by ``vmap(jacrev)`` (a loop of ``jacrev`` for fused recurrent modules,
+    which vmap cannot enter), formed explicitly."""
+    from torch.func import functional_call, jacrev, vmap
+
+    was = model.training
+    model.eval()
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+
+    def single(p, xi):
+        return functional_call(model, p, (xi[None],))[0].reshape(-1)
+
+    if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        per = [jacrev(single)(params, xi) for xi in x]
+        jac = {k: torch.stack([j[k] for j in per]) for k in params}
+    else:
+        jac = vmap(jacrev(single), in_dims=(None, 0))(params, x)
+    model.train(was)
+    n, c = x.shape[0], next(iter(jac.values())).shape[1]
+    j = torch.cat([jac[k].reshape(n * c, -1) for k in params], dim=1)
+    return j @ j.T

@@ -1,11 +1,9 @@
-"""The empirical NTK against a dense float64 reference: per-sample parameter Jacobians by
-``vmap(jacrev)`` (a Python loop of ``jacrev`` for fused recurrent modules, which vmap cannot
-enter), J J^T formed explicitly."""
+"""The empirical NTK against a dense float64 reference (``tests.spectra._models.dense_ntk``):
+per-sample parameter Jacobians by ``vmap(jacrev)``, J J^T formed explicitly."""
 
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.spectra import (
@@ -15,29 +13,9 @@ from ortho_lightning.spectra import (
     ntk_eigenvalues,
     ntk_matrix,
     ntk_trace,
+    summarize,
 )
-from tests.spectra._models import build
-
-
-def dense_ntk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(N*C, N*C) J J^T from per-sample Jacobians of every trainable parameter, eval mode."""
-    was = model.training
-    model.eval()
-    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-
-    def single(p, xi):
-        return functional_call(model, p, (xi[None],))[0].reshape(-1)
-
-    if any(isinstance(m, nn.RNNBase) for m in model.modules()):
-        per = [jacrev(single)(params, xi) for xi in x]
-        jac = {k: torch.stack([j[k] for j in per]) for k in params}
-    else:
-        jac = vmap(jacrev(single), in_dims=(None, 0))(params, x)
-    model.train(was)
-    n, c = x.shape[0], next(iter(jac.values())).shape[1]
-    j = torch.cat([jac[k].reshape(n * c, -1) for k in params], dim=1)
-    return j @ j.T
-
+from tests.spectra._models import build, dense_ntk
 
 KINDS = ["mlp", "cnn", "cnn1d", "LSTM", "seqlinear", "inplace", "shared", "norm_dropout",
          "parametrized"]
@@ -141,6 +119,9 @@ def test_kernel_helpers():
     b = a.clone()
     b[0, 0] = 4.0
     torch.testing.assert_close(kernel_distance(b, a), torch.tensor(1 / 14**0.5))
+    summary = summarize(torch.tensor([4.0, 1.0, 0.5]), kind="kernel")
+    assert summary == {"max": 4.0, "min": 0.5, "condition": 8.0, "trace": 5.5, "mean": 5.5 / 3}
+    assert summarize(torch.tensor([1.0, 0.0]), kind="kernel")["condition"] == float("inf")
 
 
 @pytest.mark.parametrize(
