@@ -28,3 +28,7 @@ class DataError(OrthoLightningError, ValueError):
 
 class ActivationError(ConfigurationError):
     """An activation name is unknown."""
+
+
+class NonFiniteError(OrthoLightningError, ValueError):
+    """A weight or gradient holds inf or NaN where the operation needs finite values."""

@@ -37,6 +37,7 @@ from ortho_lightning.callbacks._logging import log_settings
 from ortho_lightning.constraints.orthogonalize import (
     INITS,
     TRIVIALIZATIONS,
+    check_finite,
     is_orthogonalized,
     orthogonalize,
     remove_orthogonalization,
@@ -154,6 +155,7 @@ class OrthogonalConstraint(Callback):
         self._model: nn.Module | None = None
         self._cached = CachedParametrizations()
         self._last_step = -1
+        self._finite_grads: list[torch.Tensor | None] = []
 
     @property
     def state_key(self) -> str:
@@ -180,9 +182,23 @@ class OrthogonalConstraint(Callback):
                 f"(include={list(self.selector.include)}, exclude={list(self.selector.exclude)}, "
                 f"types={[t.__name__ for t in self.selector.types]})"
             )
-        for _, module, tensor in entries:
+        mine = [(m, t) for _, m, t in self._entries]  # from an earlier fit of this callback
+        for name, module, tensor in entries:
+            if is_orthogonalized(module, tensor) and not any(
+                m is module and t == tensor for m, t in mine
+            ):
+                raise ConfigurationError(
+                    f"OrthogonalConstraint: '{f'{name}.' if name else ''}{tensor}' is already "
+                    "constrained (by another OrthogonalConstraint or by orthogonalize()); a weight "
+                    "takes one constraint: make the callbacks' targets/exclude select disjoint "
+                    "weights, or call remove_orthogonalization first"
+                )
+        for name, module, tensor in entries:
             if not is_orthogonalized(module, tensor):  # a second fit on the same model keeps them
-                orthogonalize(module, tensor, self.gain, self.triv, self.relax, self.init)
+                orthogonalize(
+                    module, tensor, self.gain, self.triv, self.relax, self.init,
+                    name=f"{name}.{tensor}" if name else tensor,
+                )
         self._entries = entries
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -202,6 +218,12 @@ class OrthogonalConstraint(Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self._cached.close()  # the update below must not leave stale cached weights
+        # whether each unconstrained gradient is finite, kept on the device (no sync here): read
+        # only to explain non-finite weights after the step
+        self._finite_grads = [
+            None if (g := _unconstrained(module, tensor).grad) is None else torch.isfinite(g).all()
+            for _, module, tensor in self._entries
+        ]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._cached.close()
@@ -209,12 +231,26 @@ class OrthogonalConstraint(Callback):
         if not self._entries or step == self._last_step:
             return  # no optimizer step since the last call (gradient accumulation)
         self._last_step = step
+        self._check_finite()
         n = self.update_base_every_n_steps
         if n is not None and step % n == 0:
             for _, module, tensor in self._entries:
                 update_base(module, tensor)
         if self.log_every_n_steps is not None and step % self.log_every_n_steps == 0:
             log_defects(pl_module, self._entries, self.gain)
+
+    def _check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` naming the first constrained tensor the last optimizer
+        step left inf/NaN, and whether its gradient was finite (one device sync per step)."""
+        values = [_unconstrained(module, tensor) for _, module, tensor in self._entries]
+        if bool(torch.stack([torch.isfinite(v).all() for v in values]).all()):
+            return
+        grads = self._finite_grads or [None] * len(values)
+        for (name, _, tensor), value, grad_ok in zip(self._entries, values, grads):
+            label = f"{name}.{tensor}" if name else tensor
+            if grad_ok is not None and not bool(grad_ok):
+                label += " (its gradient was not finite)"
+            check_finite(value, label)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if self.cache and self._entries:
@@ -254,3 +290,8 @@ class OrthogonalConstraint(Callback):
         self._cached.close()
         if self._entries:
             checkpoint["state_dict"], _ = split_state_dict(checkpoint["state_dict"], pl_module)
+
+
+def _unconstrained(module: nn.Module, tensor: str) -> torch.Tensor:
+    """The unconstrained tensor (the optimizer's parameter) behind a constrained weight."""
+    return module.parametrizations[tensor].original

@@ -65,7 +65,7 @@ from torch.nn.utils import parametrize
 
 from ortho_lightning.constraints.expm import skew_expm
 from ortho_lightning.constraints.projection import polar_factor
-from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.exceptions import ConfigurationError, NonFiniteError, ShapeError
 from ortho_lightning.matrices import (
     check_recurrent,
     is_recurrent,
@@ -82,6 +82,7 @@ __all__ = [
     "orthogonalized_tensors",
     "update_base",
     "assign_",
+    "check_finite",
     "split_state_dict",
     "matrix_tensor_names",
     "selected_tensors",
@@ -106,6 +107,7 @@ class OrthogonalMatrix(nn.Module):
     Attributes:
         manifold: the geotorch ``Stiefel`` or ``AlmostOrthogonal`` module (holds the base point).
         gain, relax, n_blocks, shape.
+        name: how errors name the tensor (``"rnn.weight_hh_l0"``).
     """
 
     def __init__(
@@ -115,8 +117,10 @@ class OrthogonalMatrix(nn.Module):
         gain: float = 1.0,
         triv: str | Callable = "expm",
         relax: float | None = None,
+        name: str = "weight",
     ) -> None:
         super().__init__()
+        self.name = name
         self.shape = torch.Size(shape)
         rows, cols = self.shape[0], self.shape[1:].numel()
         self.n_blocks = n_blocks
@@ -139,7 +143,11 @@ class OrthogonalMatrix(nn.Module):
 
     def forward(self, X: Tensor) -> Tensor:
         with torch.autocast(X.device.type, enabled=False):
-            Q = self.manifold(self._blocks(X))
+            try:
+                Q = self.manifold(self._blocks(X))
+            except RuntimeError:  # eigh/solve fail on inf or NaN (linalg.LinAlgError)
+                check_finite(X, self.name)
+                raise
             return (self.gain * Q).reshape(self.shape)
 
     @torch.no_grad()
@@ -168,6 +176,21 @@ class OrthogonalMatrix(nn.Module):
     def extra_repr(self) -> str:
         relax = "" if self.relax is None else f", relax={self.relax}"
         return f"n_blocks={self.n_blocks}, gain={self.gain}{relax}"
+
+
+def check_finite(X: Tensor, name: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``name`` when the unconstrained tensor ``X`` holds inf
+    or NaN (what an optimizer step with a non-finite gradient, e.g. from an infinite loss, leaves
+    behind; the orthogonal map of such a tensor is undefined)."""
+    bad = ~torch.isfinite(X)
+    if bad.any():
+        raise NonFiniteError(
+            f"{name}: the unconstrained tensor of the orthogonality constraint holds "
+            f"{int(bad.sum())} non-finite values (inf/NaN) of {X.numel()}, so its orthogonal "
+            "weight is undefined. An optimizer step that applies a non-finite gradient (from an "
+            "infinite or NaN loss, or an overflow) leaves this behind; lower the learning rate, "
+            "clip gradients, or find where the loss stops being finite"
+        )
 
 
 def _in_float32(triv: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -263,6 +286,8 @@ def orthogonalize(
     triv: str | Callable = "expm",
     relax: float | None = None,
     init: str = "current",
+    *,
+    name: str | None = None,
 ) -> nn.Module:
     """Constrain ``module.<tensor_name>`` to ``gain`` times an orthogonal (Stiefel) matrix, block
     by block (see the module docstring for the matrix view).
@@ -277,6 +302,8 @@ def orthogonalize(
             orthogonal matrices: singular values in ``gain * [1 - lam, 1 + lam]``.
         init: ``"current"`` starts at the projection of the current weight; ``"haar"`` at a
             Haar-random sample (geotorch's ``sample()``, drawn from the global RNG).
+        name: how errors name the tensor, e.g. ``"rnn.weight_hh_l0"`` (default
+            ``"<ModuleClass>.<tensor_name>"``).
 
     Returns:
         ``module``, with a parametrization registered on ``tensor_name``.
@@ -284,9 +311,15 @@ def orthogonalize(
     Raises:
         ShapeError: the tensor does not exist, is not >= 2-d, or not floating point.
         ConfigurationError: it is already parametrized, or an argument is out of range.
+
+    A forward whose unconstrained tensor is not finite raises :class:`NonFiniteError` naming
+    the tensor (``expm`` would fail inside ``eigh`` without saying why).
     """
     tensor = _check(module, tensor_name, gain, triv, relax, init)
-    param = OrthogonalMatrix(tensor.shape, _n_blocks(module, tensor_name), gain, triv, relax)
+    param = OrthogonalMatrix(
+        tensor.shape, _n_blocks(module, tensor_name), gain, triv, relax,
+        name or _describe(module, tensor_name),
+    )
     param.to(device=tensor.device, dtype=torch.promote_types(tensor.dtype, torch.float32))
     parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
     if init == "haar":
