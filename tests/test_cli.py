@@ -173,14 +173,21 @@ class CountBatches(Callback):
         self.counts["test"] += 1
 
 
-@pytest.mark.parametrize("command", ["fit", "test"])
-def test_smoke_config_runs_the_batches_it_says(tiny, tmp_path, command):
-    # 30 train images and 10 val images in batches of 2: 15 and 5 batches, 10 test batches
+def _smoke_args(tiny, tmp_path, *extra, recipe="seqmnist_rnn_row.yaml"):
+    """A recipe with recipes/smoke.yaml layered on it, on the tiny data, a small model."""
     recipes = REPO_ROOT / "recipes"
-    args = [command, "--config", str(recipes / "mnist_mlp_critical.yaml"), "--config",
-            str(recipes / "smoke.yaml"), *_args(tiny, tmp_path), "--data.batch_size=2",
-            "--trainer.callbacks+=tests.test_cli.CountBatches"]
-    cli = cli_main(args)
+    return ["--config", str(recipes / recipe), "--config", str(recipes / "smoke.yaml"),
+            f"--data.data_dir={tiny}", "--data.download=false", "--data.val_size=10",
+            "--model.hidden_size=8", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            *extra]
+
+
+@pytest.mark.parametrize("command", ["fit", "test"])
+def test_smoke_config_runs_the_batches_it_says_and_draws_the_figures(tiny, tmp_path, command):
+    # 30 train images and 10 val images in batches of 2: 15 and 5 batches, 10 test batches
+    cli = cli_main([command, *_smoke_args(tiny, tmp_path, "--data.batch_size=2",
+                                          "--trainer.callbacks+=tests.test_cli.CountBatches")])
     (counter,) = [c for c in cli.trainer.callbacks if isinstance(c, CountBatches)]
     smoke = yaml.safe_load((REPO_ROOT / "recipes" / "smoke.yaml").read_text())["trainer"]
     assert smoke["limit_val_batches"] == 1 and smoke["limit_test_batches"] == 1
@@ -188,6 +195,11 @@ def test_smoke_config_runs_the_batches_it_says(tiny, tmp_path, command):
         # max_steps 4, validation every 2 steps on 1 batch, plus the 1-batch sanity check
         assert smoke["max_steps"] == 4 and smoke["val_check_interval"] == 2
         assert counter.counts == {"train": 4, "val": 1 + 2, "test": 0}
+        # the recipes turn the monitors' figures on: each lands as a PNG in the W&B run's folder
+        (run,) = offline_runs(tmp_path / "runs")
+        pngs = {p.name for p in (run / "files" / "figures").glob("*.png")}
+        assert pngs == {f"spectra_{kind}_figure.png" for kind in ("jacobian", "fisher", "weights")}
+        assert {"spectra/jacobian/figure", "spectra/fisher/figure", "spectra/weights/figure"} <= history_keys(run)
     else:
         assert counter.counts == {"train": 0, "val": 0, "test": 1}
 
@@ -279,3 +291,4 @@ def test_wandb_offline_default_except_under_a_wandb_agent(tiny, tmp_path, monkey
     args = [a for a in _args(tiny, tmp_path) if not a.startswith("--trainer.logger")]
     cli_main([*args, f"--trainer.logger={csv}"], run=False)
     assert cli_module.os.environ.get("WANDB_MODE") == mode
+
