@@ -20,9 +20,12 @@ What this adds to a plain LightningCLI:
   recipe states them once, in the data module.
 - **W&B offline by default**: ``WANDB_MODE`` defaults to ``offline`` (set ``WANDB_MODE=online``
   or ``--trainer.logger.offline=false`` with it to sync; ``--trainer.logger`` switches to
-  TensorBoard or CSV). The full resolved config goes into ``wandb.config`` and, as
+  TensorBoard or CSV), except in a ``wandb agent`` run (``WANDB_SWEEP_ID`` set), which logs
+  to its sweep. The full resolved config goes into ``wandb.config`` and, as
   ``lightning_config.yaml``, into the run folder (the W&B run's ``files`` folder, or the versioned log
-  folder of the other loggers), so two runs never collide.
+  folder of the other loggers), so two runs never collide. The run is named and tagged from
+  the resolved config (:func:`describe_run`) unless the config names it.
+- Batch counts: ``--trainer.limit_val_batches=1`` is one batch (:class:`CLITrainer`).
 """
 
 from __future__ import annotations
