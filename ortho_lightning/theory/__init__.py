@@ -1,7 +1,8 @@
 """Theory to hold beside measurements: mean-field signal propagation (length and correlation
 maps, q*, c*, chi_1, depth scales, phase), free-probability densities of the squared
 singular values of a wide network's input-output Jacobian (point masses apart), their
-closed-form moments, the first moments of the single-input Fisher spectrum, a phase-diagram
+closed-form moments, the first moments of the single-input Fisher spectrum, the spectrum of
+the conditional Fisher of one input (its dual, the single-input NTK), a phase-diagram
 figure, a Monte-Carlo reference MLP, and the Wasserstein-1 distance between measured
 eigenvalues and a prediction. Pure torch / numpy / scipy: no Lightning.
 
@@ -11,6 +12,11 @@ eigenvalues and a prediction. Pure torch / numpy / scipy: no Lightning.
     wasserstein1(measured_sv**2, spectrum)
 """
 
+from ortho_lightning.theory.conditional_fisher import (
+    ConditionalFisherSpectrum,
+    conditional_fisher_moments,
+    conditional_fisher_spectrum,
+)
 from ortho_lightning.theory.distance import wasserstein1
 from ortho_lightning.theory.fisher import FisherMoments, fisher_moments
 from ortho_lightning.theory.free_probability import (
@@ -38,11 +44,14 @@ from ortho_lightning.theory.simulate import random_mlp_jacobian_eigenvalues
 __all__ = [
     "PHASES",
     "WEIGHT_LAWS",
+    "ConditionalFisherSpectrum",
     "FisherMoments",
     "JacobianMoments",
     "MeanField",
     "SpectralDensity",
     "SquaredDerivativeLaw",
+    "conditional_fisher_moments",
+    "conditional_fisher_spectrum",
     "correlation_map",
     "correlation_slope",
     "fisher_moments",

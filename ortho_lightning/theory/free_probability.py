@@ -49,6 +49,7 @@ from ortho_lightning.theory.quadrature import (
 
 WEIGHT_LAWS = ("orthogonal", "gaussian")
 _ATOM_TOL = 1e-12  # relative tolerance under which phi'(h)^2 counts as constant
+_TAU = 0.5  # scale of the cubic node map at the maximum of phi'^2 (contour_law)
 _MASS_TOL = 1e-6  # a predicted law whose total mass is further from 1 than this warns
 
 
@@ -201,16 +202,23 @@ def contour_law(
         return None
     s = math.sqrt(q_star)
     c = min(shift, 0.25 / s)
-    n = int(math.ceil(20.0 * 8.0 / min(c, 1.0 / s))) | 1  # spacing min(c, 1 / sqrt(q*)) / 8
+    n = int(math.ceil(20.0 * 8.0 / min(c, 1.0 / s, _TAU))) | 1  # spacing min(c, 1/s, tau)/8
     d1 = derivative(activation)
     d2, d3 = derivative(d1), derivative(derivative(d1))
-    z = torch.linspace(-10.0, 10.0, n, dtype=torch.float64)
+    # nodes z = z_m + u^3 / (u^2 + tau^2) for equal steps of u: cubic at the maximum z_m of
+    # phi'^2, where the contour cannot leave the real axis and M_{D^2} has its square-root
+    # branch point (poles at distance y from z_m are y^(1/3) tau^(2/3) away in u)
+    zf = torch.linspace(-10.0, 10.0, 20001, dtype=torch.float64)
     try:
         with torch.no_grad():
+            z_m = float(zf[int(torch.argmax(d1(s * zf) ** 2))])
+            u = torch.linspace(-10.0 - z_m, 10.0 - z_m, n, dtype=torch.float64)
+            z = z_m + u**3 / (u**2 + _TAU**2)
+            dz = (u**4 + 3 * _TAU**2 * u**2) / (u**2 + _TAU**2) ** 2
             p1, p2, p3 = d1(s * z), d2(s * z), d3(s * z)
             gp = 2 * p1 * p2 * s  # g'(z)
             gpp = 2 * (p2**2 + p1 * p3) * s * s  # g''(z)
-            gauss = torch.exp(-z * z / 2)
+            gauss = torch.exp(-z * z / 2) * dz
             delta = float(((gp**2 * gauss).sum() / gauss.sum()).sqrt())  # rms of g'
             sign = torch.sign(gp)[gp.abs() > 1e-9 * float(gp.abs().max())]
             if not delta > 0 or bool((sign[1:] > sign[:-1]).any()):
@@ -219,8 +227,8 @@ def contour_law(
             a, da = -c * th, -c * (1 - th**2) * gpp / delta
             zc = torch.complex(z, a)
             values = d1(s * zc) ** 2
-            weights = torch.exp(-zc * zc / 2) * torch.complex(torch.ones_like(z), da)
-            weights = weights * float(z[1] - z[0]) / math.sqrt(2 * math.pi)
+            weights = torch.exp(-zc * zc / 2) * torch.complex(torch.ones_like(z), da) * dz
+            weights = weights * float(u[1] - u[0]) / math.sqrt(2 * math.pi)
     except (RuntimeError, TypeError, NotImplementedError):  # no complex support (erf)
         return None
     v, w = values.numpy(), weights.numpy()

@@ -47,3 +47,48 @@ def random_mlp_jacobian_eigenvalues(
         if layer in depths:
             out[layer] = torch.linalg.eigvalsh(jac @ jac.T)
     return out
+
+
+def random_mlp_ntk_eigenvalues(
+    activation: str | Activation,
+    sigma_w: float,
+    sigma_b: float,
+    q_star: float,
+    depth: int,
+    width: int = 256,
+    weights: str = "orthogonal",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Eigenvalues (ascending, float64, shape (width,)) of the single-input NTK
+    ``Theta = J_theta J_theta^T`` of the ``width`` outputs ``f = h_L`` of one random network in
+    NTK parametrization (``h_l = sigma_w W_l x_{l-1} / sqrt(width) + sigma_b b_l``, parameters
+    ``W_l, b_l`` standard), input scaled so that ``h_1`` has variance ``q_star``. Built layer by
+    layer as ``sum_l (sigma_w^2 |x_{l-1}|^2 / width + sigma_b^2) B_l B_l^T`` with the backward
+    Jacobians ``B_l = df / dh_l`` from ``torch.func.jacrev`` (the parameter gradients of layer
+    ``l`` are ``B_l`` times ``x_{l-1}`` and ``1``)."""
+    phi = get_activation(activation)
+    kw = {"generator": generator, "dtype": torch.float64}
+    x = torch.randn(width, **kw)
+    x = x / x.norm() * math.sqrt(width * max(q_star - sigma_b**2, 0.0) / sigma_w**2)
+    mats, biases = [], []
+    for _ in range(depth):
+        a = torch.randn(width, width, **kw)
+        if weights == "orthogonal":
+            qm, r = torch.linalg.qr(a)
+            a = qm * torch.sign(torch.diagonal(r)) * math.sqrt(width)
+        mats.append(sigma_w * a / math.sqrt(width))
+        biases.append(sigma_b * torch.randn(width, **kw))
+
+    def head(h: Tensor, start: int) -> Tensor:  # f as a function of h_start (0-based layer)
+        for w, b in zip(mats[start + 1 :], biases[start + 1 :]):
+            h = w @ phi(h) + b
+        return h
+
+    theta = torch.zeros(width, width, dtype=torch.float64)
+    inp = x
+    for layer in range(depth):
+        h = mats[layer] @ inp + biases[layer]
+        jac = torch.func.jacrev(head)(h, layer)
+        theta += (sigma_w**2 * float(inp @ inp) / width + sigma_b**2) * (jac @ jac.T)
+        inp = phi(h)
+    return torch.linalg.eigvalsh(theta)
