@@ -201,6 +201,7 @@ def test_keys_reach_csv_tensorboard_and_wandb_with_reference_values(tmp_path):
     histograms = [row["spectra/jacobian/singular_values"] for row in wandb_rows if "spectra/jacobian/singular_values" in row]
     assert len(histograms) == 3 and histograms[-1]["_type"] == "histogram"
     assert sum(histograms[-1]["values"]) == 60  # 10 samples x 6 singular values
+    assert not _undocumented({k for row in wandb_rows for k in row})  # docs/logged_keys.md
     # One W&B step (one history row) per measurement: its scalars, histograms and figure.
     measured = [row for row in wandb_rows if any(k.startswith("spectra/") for k in row)]
     assert len(measured) == 9  # 3 monitors x steps 0, 2, 4
@@ -214,6 +215,26 @@ def test_keys_reach_csv_tensorboard_and_wandb_with_reference_values(tmp_path):
     assert list(tmp_path.glob("**/figures/spectra_jacobian_figure.png"))
 
 
+def _undocumented(keys) -> set[str]:
+    """The keys that match no key in docs/logged_keys.md's tables (``<name>`` placeholders match
+    one path segment, ``{a,b}`` either; W&B's own ``_step``-style keys and ``epoch`` ignored)."""
+    import re
+
+    from tests.conftest import REPO_ROOT
+
+    patterns = []
+    for line in (REPO_ROOT / "docs" / "logged_keys.md").read_text().splitlines():
+        if line.startswith("| `"):
+            for key in re.findall(r"`([^`]+)`", line.split(" | ")[0]):
+                pattern = re.escape(key).replace(r"\{", "{").replace(r"\}", "}").replace(r"\<", "<").replace(r"\>", ">")
+                pattern = re.sub(r"<[^>]+>", r"[^/]+", pattern)
+                pattern = re.sub(r"\{([^}]+)\}", lambda m: "(" + m.group(1).replace(",", "|") + ")", pattern)
+                patterns.append(re.compile(pattern + "$"))
+    ignored = {"epoch", "trainer/global_step"}
+    return {k for k in keys if not k.startswith("_") and k not in ignored
+            and not any(p.match(k) for p in patterns)}
+
+
 def test_plain_trainer_run_records_the_callbacks_settings_in_the_wandb_config(tmp_path):
     from ortho_lightning.callbacks import OrthogonalRegularizer
 
@@ -223,9 +244,10 @@ def test_plain_trainer_run_records_the_callbacks_settings_in_the_wandb_config(tm
         JacobianSpectrumMonitor(every_n_steps=3, probe_size=5, chunk_size=2),
         FisherSpectrumMonitor(every_n_steps=None, every_n_epochs=1, probe_size=2, method="lanczos", k=3),
         WeightSpectrumMonitor(every_n_steps=3, include="layers.*"),
-        OrthogonalRegularizer(weight=0.25, gain=1.5, kind="srip", targets="layers.0"),
+        OrthogonalRegularizer(weight=0.25, gain=1.5, kind="srip", targets="layers.0", log_every_n_steps=1),
     ]
-    trainer(tmp_path, callbacks, logger=[wb_logger, csv_logger], max_steps=1).fit(TinyNet(), loader())
+    fit = trainer(tmp_path, callbacks, logger=[wb_logger, csv_logger], max_steps=1, log_every_n_steps=1)
+    fit.fit(TinyNet(), loader())
     wb_logger.experiment.finish()
     (run,) = offline_runs(tmp_path)
     config = wandb_config(run)
@@ -236,6 +258,11 @@ def test_plain_trainer_run_records_the_callbacks_settings_in_the_wandb_config(tm
     assert config["callbacks/WeightSpectrumMonitor"]["include"] == ["layers.*"]
     reg = config["callbacks/OrthogonalRegularizer"]
     assert (reg["weight"], reg["gain"], reg["kind"], reg["targets"]) == (0.25, 1.5, "srip", ["layers.0"])
+    # every key the run logged (monitors, regulariser) is in docs/logged_keys.md
+    keys = {k for row in history(run) for k in row}
+    assert {"ortho/penalty", "ortho/defect/layers.0.weight", "spectra/fisher/max",
+            "spectra/weights/layers.0.weight/max"} <= keys
+    assert not _undocumented(keys)
     # the CSV logger's hparams.yaml has them too
     hparams = (Path(csv_logger.log_dir) / "hparams.yaml").read_text()
     assert "callbacks/OrthogonalRegularizer" in hparams and "srip" in hparams
