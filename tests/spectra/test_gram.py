@@ -113,3 +113,15 @@ def test_which_parameters_take_the_structured_route(kind, structured_layers, res
     fac = structured_factors(model, x)
     assert len(fac.layers) == structured_layers
     assert fac.rest == rest
+
+
+@pytest.mark.parametrize("rows", [300, 257, 40])
+def test_row_gram_blocks_equal_the_full_product(rows):
+    """The blocked upper-triangle Gram (used for >= 256 rows) equals g g^T, added to ``out``."""
+    from ortho_lightning.spectra.gram import row_gram
+
+    g = torch.randn(rows, 7, generator=torch.Generator().manual_seed(rows))
+    start = torch.randn(rows, rows, generator=torch.Generator().manual_seed(1))
+    got = row_gram(g, start.clone())
+    torch.testing.assert_close(got, start + g @ g.T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(row_gram(g), g @ g.T, rtol=1e-12, atol=1e-12)
