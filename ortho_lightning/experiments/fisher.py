@@ -7,6 +7,10 @@ Karakida 2020), on critical tanh MLP classifiers of MNIST (784 -> width x (depth
 - :func:`fisher_at_init`: the single-input Fisher spectrum at init (batch size 1, C = 10 non-zero
   eigenvalues at most) as depth grows, divided by depth; and the largest stable SGD step size on
   a grid beside 2 / lambda_max of the batch Fisher.
+- :func:`conditional_fisher_vs_depth` (3b): the single-input NTK (M x M dual of the conditional
+  Fisher of one input, Hayase & Karakida's object) predicted by
+  ``theory.conditional_fisher_spectrum`` beside one explicit network: lambda_max / L and the
+  mass near lambda_max. :func:`online_sgd_lr_vs_depth` (3b): best online (batch-1) SGD rate.
 
 Pure torch, no Lightning. Inputs are pixels in [0, 1] standardised by the training mean and std.
 """
@@ -206,3 +210,68 @@ def log_correlation(columns: list[str], rows: list[dict[str, Any]], figures_dir:
     body.append(["all", "all", len(pooled), corr(pooled)])
     return (f"## Correlation of log {y} with log {x} (all measurements, all seeds)\n\n"
             + markdown_table(["depth", "weights", "points", "Pearson r"], body))
+
+
+# ---------------------------------------------------------------- 3b: Hayase & Karakida
+def conditional_fisher_vs_depth(depth: int, width: int = 256, q_star: float = 0.0259,
+                                seed: int = 0, grid_size: int = 200, near: float = 0.1
+                                ) -> dict[str, float]:
+    """One row: the single-input NTK ``Theta`` (M x M dual of the conditional Fisher, M =
+    ``width`` outputs) of an orthogonal critical tanh net at ``q_star``, predicted
+    (:func:`ortho_lightning.theory.conditional_fisher_spectrum`) and measured on one random
+    network (:func:`ortho_lightning.theory.simulate.random_mlp_ntk_eigenvalues`): lambda_max /
+    depth, mean / depth and the fraction of eigenvalues above ``(1 - near) lambda_max``."""
+    from ortho_lightning.theory import conditional_fisher_spectrum
+    from ortho_lightning.theory.simulate import random_mlp_ntk_eigenvalues
+
+    cp = critical_point("tanh", q_star=q_star)
+    spec = conditional_fisher_spectrum("tanh", cp.sigma_w, cp.sigma_b, depth, "orthogonal",
+                                       grid_size, q_star=q_star)
+    ev = random_mlp_ntk_eigenvalues("tanh", cp.sigma_w, cp.sigma_b, q_star, depth, width,
+                                    "orthogonal", torch.Generator().manual_seed(seed))
+    top = float(ev.max())
+    return {"depth": depth, "theory_max_over_L": spec.lambda_max / depth,
+            "measured_max_over_L": top / depth, "theory_mean_over_L": spec.mean / depth,
+            "measured_mean_over_L": float(ev.mean()) / depth,
+            "theory_mass_near_max": spec.mass_above((1 - near) * spec.lambda_max),
+            "measured_mass_near_max": float((ev > (1 - near) * top).double().mean()),
+            "theory_max_over_mean": spec.lambda_max / spec.mean,
+            "measured_max_over_mean": top / float(ev.mean())}
+
+
+def online_sgd_lr_vs_depth(depth: int, lrs: tuple[float, ...], steps: int = 2000,
+                           width: int = 128, q_star: float = 0.0259, n_eval: int = 1000,
+                           seed: int = 0, data_dir: str | None = None) -> dict[str, Any]:
+    """Online SGD (batch 1, cross-entropy) of an orthogonal critical tanh MLP (784 -> width x
+    (depth - 1) -> 10, at ``q_star``) on the first ``steps`` MNIST training images, once per
+    learning rate from the same init; returns each rate's test loss on ``n_eval`` test images
+    (``inf`` when it diverged), the best rate and ``max_ok_lr``, the largest rate whose loss
+    ended below the loss at init (the edge of stability on the grid)."""
+    x, y, probe = mnist_tensors(steps, n_eval, data_dir)
+    folder = resolve_data_dir(data_dir)
+    found, _ = locate_mnist(folder)
+    _, yt = load_mnist_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
+    probe_y = yt[:n_eval].long()
+    cp = critical_point("tanh", q_star=q_star)
+    with torch.no_grad():
+        init_loss = float(nn.functional.cross_entropy(
+            critical_mlp(depth, width, "orthogonal", cp.sigma_b, seed)(probe), probe_y))
+    row: dict[str, Any] = {"depth": depth, "init_loss": init_loss, "max_ok_lr": math.nan}
+    best, best_loss = math.nan, math.inf
+    for lr in sorted(lrs):
+        model = critical_mlp(depth, width, "orthogonal", cp.sigma_b, seed)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        for i in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1].long()).backward()
+            opt.step()
+        with torch.no_grad():
+            loss = float(nn.functional.cross_entropy(model(probe), probe_y))
+        loss = loss if math.isfinite(loss) else math.inf
+        row[f"loss_lr{lr:g}"] = loss
+        if loss < best_loss:
+            best, best_loss = lr, loss
+        if loss < init_loss:
+            row["max_ok_lr"] = lr
+    row["best_lr"], row["best_loss"] = best, best_loss
+    return row
