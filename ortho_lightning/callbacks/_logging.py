@@ -43,7 +43,8 @@ def log_measurement(
     """Write one measurement to every logger at ``step``, as one record per logger.
 
     W&B gets ONE ``log`` call (scalars, ``wandb.Histogram``s, ``wandb.Image``s and
-    ``trainer/global_step``), so a measurement is one W&B step however many spectra it has;
+    ``trainer/global_step``, through ``WandbLogger.log_metrics`` as its ``log_image`` does, so
+    its ``prefix`` applies), so a measurement is one W&B step however many spectra it has;
     TensorBoard gets the scalars, ``add_histogram`` and ``add_figure`` at ``step``; any other
     logger (CSV, ...) its scalars through ``log_metrics``. Each matplotlib figure is saved as
     ``<run_dir>/figures/<key with / as _>.png`` (overwritten, so it shows the latest state)
@@ -69,8 +70,7 @@ def log_measurement(
             record: dict[str, Any] = dict(scalars)
             record.update({k: wandb.Histogram(np_histogram=_np_histogram(v)) for k, v in flat.items()})
             record.update({k: wandb.Image(path) for k, path in paths.items()})
-            record["trainer/global_step"] = step
-            logger.experiment.log(record)
+            logger.log_metrics(record, step=step)  # one experiment.log, with trainer/global_step
             continue
         if scalars:
             logger.log_metrics(dict(scalars), step=step)
