@@ -20,6 +20,7 @@ Usage: ``python benchmarks/bench_fisher.py [--threads 1] [--repeats 3] [--skip-s
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import resource
 import subprocess
@@ -67,13 +68,20 @@ class RowRNN(nn.Module):
         return self.fc(self.rnn(x)[0][:, -1])
 
 
+#: ``time.perf_counter`` (wall) or ``time.process_time`` (CPU of this process: on a shared
+#: machine other processes' load barely moves it; with one thread it equals the wall time of a
+#: quiet machine). Set by ``--clock``.
+CLOCK = {"clock": time.perf_counter}
+
+
 def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     out = fn()  # warm-up
     times = []
+    clock = CLOCK["clock"]
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         out = fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return min(times), out
 
 
@@ -123,6 +131,49 @@ def backpack_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return total
 
 
+def backpack_sqrt_ggn_eigenvalues(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """BackPACK ``SqrtGGNExact``: the (C, N, *p) factors of the GGN of the mean cross-entropy
+    (= the Fisher), stacked into G (N*C, P), then eigvalsh(G G^T), descending."""
+    from backpack import backpack, extend
+    from backpack.extensions import SqrtGGNExact
+
+    ext_model = extend(model)
+    loss = extend(nn.CrossEntropyLoss())(ext_model(x), y)
+    with backpack(SqrtGGNExact()):
+        loss.backward()
+    params = [p for p in ext_model.parameters() if p.requires_grad]
+    g = torch.cat([p.sqrt_ggn_exact.flatten(2).flatten(0, 1) for p in params], dim=1)
+    for p in params:
+        p.grad = None
+        del p.sqrt_ggn_exact
+    return torch.linalg.eigvalsh(g @ g.T).flip(0)
+
+
+def backpack_copy(model: nn.Module) -> nn.Module:
+    """A deep copy BackPACK can walk: every op a module (the recipe CNN's functional global
+    mean becomes ``AvgPool2d`` + ``Flatten``), same weights, eval mode."""
+    from ortho_lightning.models import CNNClassifier
+
+    if isinstance(model, CNNClassifier):
+        size = model.input_shape[-1]
+        for m in model.stem:
+            if isinstance(m, nn.Conv2d):
+                size = (size + 2 * m.padding[0] - m.kernel_size[0]) // m.stride[0] + 1
+        return nn.Sequential(
+            *copy.deepcopy(model.stem),
+            *copy.deepcopy(model.body),
+            nn.AvgPool2d(size),
+            nn.Flatten(),
+            copy.deepcopy(model.head),
+        ).eval()
+    layers = [
+        nn.AvgPool2d(28) if isinstance(m, nn.AdaptiveAvgPool2d) else copy.deepcopy(m) for m in model
+    ]
+    return nn.Sequential(*layers).eval()
+
+
 def curvlinops_topk(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, tol: float
 ) -> torch.Tensor:
@@ -154,11 +205,18 @@ def main() -> None:
     parser.add_argument("--big-n", type=int, default=2048)
     parser.add_argument("--skip-slow", action="store_true", help="skip the per-sample routes")
     parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: perf_counter; cpu: this process's CPU time (for a shared, loaded machine)",
+    )
+    parser.add_argument(
         "--sections",
         default="exact,trace,topk,others",
         help="comma list: exact, trace, topk (the 784-256x8-10 MLP against the peers), "
-        "others (CNN, RNN, small MLP: structured vs generic routes), memory (opt-in: peak RSS "
-        "of each route in a fresh process, widths 128/256/512)",
+        "cnn (exact spectrum of the 6x32 CNN and the recipe's 32-layer CNN against BackPACK "
+        "SqrtGGNExact), others (CNN, RNN, small MLP: structured vs generic routes), memory "
+        "(opt-in: peak RSS of each route in a fresh process, widths 128/256/512)",
     )
     parser.add_argument(
         "--memory-child", nargs=2, metavar=("ROUTE", "WIDTH"), help=argparse.SUPPRESS
@@ -168,6 +226,7 @@ def main() -> None:
         memory_child(args.memory_child[0], int(args.memory_child[1]), args.threads)
         return
     torch.set_num_threads(args.threads)
+    CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
     model = mlp()
     x = torch.randn(64, 784)
@@ -182,6 +241,8 @@ def main() -> None:
 
     sections = set(args.sections.split(","))
     run_mlp_section(model, x, y, args, add, sections)
+    if "cnn" in sections:
+        run_cnn_peers(args, add)
     if "others" in sections and not args.skip_slow:
         run_other_models(args, add)
     if "memory" in sections:
@@ -292,6 +353,45 @@ def run_topk(model, x, y, args, add) -> None:
             )
         else:
             print("note: curvlinops-for-pytorch not installed; skipped")
+
+
+def run_cnn_peers(args, add) -> None:
+    """Exact Fisher spectrum of convolutional nets: ours vs BackPACK SqrtGGNExact + Gram, each
+    on its own copy of the model (eval mode, same weights)."""
+    from ortho_lightning.models import CNNClassifier
+
+    torch.manual_seed(0)
+    recipe = CNNClassifier(depth=32, channels=32, downsample=2).eval()
+    cases = [
+        ("CNN 6x32 (28x28), N=64", cnn().eval(), 64),
+        ("recipe CNN 32x32 (7x7 after 2 stride-2), N=8", recipe, 8),
+        ("recipe CNN 32x32 (7x7 after 2 stride-2), N=64", recipe, 64),
+    ]
+    for name, model, n in cases:
+        x = torch.randn(n, 1, 28, 28)
+        y = torch.randint(0, 10, (n,))
+        num_params = sum(p.numel() for p in model.parameters())
+        ours_model = copy.deepcopy(model)
+        t_ours, ours = best_of(lambda m=ours_model, x=x: fisher_eigenvalues(m, x), args.repeats)
+        add((f"exact, {name}", f"ortho_lightning (structured), P={num_params:,}", t_ours, None, ""))
+        if not have("backpack"):
+            print("note: backpack-for-pytorch not installed; skipped")
+            continue
+        peer = backpack_copy(model)
+        t_bp, bp = best_of(
+            lambda m=peer, x=x, y=y: backpack_sqrt_ggn_eigenvalues(m, x, y), args.repeats
+        )
+        top = ours[:10].double()
+        err = float(((bp[:10].double() - top).abs() / top).max())
+        add(
+            (
+                f"exact, {name}",
+                "BackPACK SqrtGGNExact + Gram",
+                t_bp,
+                t_bp / t_ours,
+                f"max rel err top-10 {err:.1e}",
+            )
+        )
 
 
 def run_other_models(args, add) -> None:
