@@ -141,14 +141,15 @@ def singular_values(matrices: Tensor) -> Tensor:
     (256 x 784) per-sample Jacobians of the MLP recipe 2.7x faster than ``svdvals`` in float32
     on one CPU thread (146 vs 394 ms for 32 of them) and at least as accurate (the float64 Gram
     loses only ~1e-8 of the largest singular value, below the float32 rounding of the matrix
-    itself). Square-ish and float64 matrices go to ``torch.linalg.svdvals``.
+    itself). Square-ish and float64 matrices, and tensors on MPS (no float64 there), go to
+    ``torch.linalg.svdvals``.
 
     Returns:
         (..., min(m, n)) tensor in the dtype :func:`linalg_ready` gives.
     """
     a = linalg_ready(matrices)
     m, n = a.shape[-2], a.shape[-1]
-    if a.dtype == torch.float64 or max(m, n) < 2 * min(m, n):
+    if a.dtype == torch.float64 or a.device.type == "mps" or max(m, n) < 2 * min(m, n):
         return torch.linalg.svdvals(a)
     d = a.to(torch.float64)
     gram = d @ d.mT if m < n else d.mT @ d
