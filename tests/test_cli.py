@@ -34,7 +34,7 @@ def tiny(tmp_path):
 
 def _args(tiny, tmp_path, *extra, data="ortho_lightning.data.MNISTDataModule"):
     return [
-        f"--data={data}", f"--data.data_dir={tiny}", "--data.download=false",
+        f"--data={data}", f"--data.data_dir={tiny}", "--data.download=false", "--data.allow_subset=true",
         "--data.val_size=10", "--data.batch_size=10",
         "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp_path}",
@@ -177,7 +177,7 @@ def _smoke_args(tiny, tmp_path, *extra, recipe="seqmnist_rnn_row.yaml"):
     """A recipe with recipes/smoke.yaml layered on it, on the tiny data, a small model."""
     recipes = REPO_ROOT / "recipes"
     return ["--config", str(recipes / recipe), "--config", str(recipes / "smoke.yaml"),
-            f"--data.data_dir={tiny}", "--data.download=false", "--data.val_size=10",
+            f"--data.data_dir={tiny}", "--data.download=false", "--data.allow_subset=true", "--data.val_size=10",
             "--model.hidden_size=8", "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
             *extra]

@@ -71,7 +71,7 @@ def test_recipe_smoke_run_logs_spectra_to_offline_wandb(configs, extra, tiny, tm
     args = ["fit"]
     for path in [*_run_configs(configs), SMOKE]:
         args += ["--config", str(path)]
-    args += [f"--data.data_dir={tiny}", "--data.download=false", "--data.val_size=10",
+    args += [f"--data.data_dir={tiny}", "--data.download=false", "--data.allow_subset=true", "--data.val_size=10",
              "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
              f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", *extra]
     cli = cli_main(args)
@@ -114,7 +114,7 @@ def test_sweep_parameters_are_keys_of_its_recipe(sweep, pick, tiny, monkeypatch)
     assert command[:3] == ["${env}", "ortho-lightning", "fit"] and command[-1] == "${args}"
     recipe = REPO_ROOT / command[command.index("--config") + 1]
     chosen = {key: p["values"][pick] for key, p in spec["parameters"].items()}
-    args = ["--config", str(recipe), f"--data.data_dir={tiny}", "--data.download=false",
+    args = ["--config", str(recipe), f"--data.data_dir={tiny}", "--data.download=false", "--data.allow_subset=true",
             *[f"--{k}={v}" for k, v in chosen.items()]]
     cli = cli_main(args, run=False)
     for key, value in chosen.items():
@@ -134,7 +134,7 @@ def test_softortho_recipes_build_the_keras_model(configs, hidden, recurrent, tin
     tensor, biases included) fail each check."""
     monkeypatch.setattr(sys, "argv", ["ortho-lightning"])
     args = [a for c in _run_configs(configs) for a in ("--config", str(c))]
-    cli = cli_main([*args, f"--data.data_dir={tiny}", "--data.download=false",
+    cli = cli_main([*args, f"--data.data_dir={tiny}", "--data.download=false", "--data.allow_subset=true",
                     "--data.val_size=10", "--trainer.logger=false"], run=False)
     (init,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "OrthogonalInit"]
     init.setup(cli.trainer, cli.model, "fit")

@@ -8,6 +8,14 @@ or are downloaded with md5 checks (:mod:`ortho_lightning.data.download`).
 
 from ortho_lightning.data.idx import read_idx, write_idx
 from ortho_lightning.data.mnist import MNISTDataModule
+from ortho_lightning.data.sampling import EpochSampler, ResumableDataLoader
 from ortho_lightning.data.sequential import SeqMNISTDataModule
 
-__all__ = ["MNISTDataModule", "SeqMNISTDataModule", "read_idx", "write_idx"]
+__all__ = [
+    "EpochSampler",
+    "MNISTDataModule",
+    "ResumableDataLoader",
+    "SeqMNISTDataModule",
+    "read_idx",
+    "write_idx",
+]

@@ -27,6 +27,7 @@ from ortho_lightning.data.download import (
     how_to_provide,
 )
 from ortho_lightning.data.idx import read_idx
+from ortho_lightning.data.sampling import EpochSampler, ResumableDataLoader
 from ortho_lightning.exceptions import ConfigurationError, DataError
 
 #: Environment variable naming the default data folder.
@@ -36,6 +37,10 @@ NUM_CLASSES = 10
 TRAIN_FILES = MNIST_FILES[:2]
 TEST_FILES = MNIST_FILES[2:]
 VAL_SPLITS = ("random", "last")
+#: images in MNIST's training and test files
+SPLIT_SIZES = {"training": 60_000, "test": 10_000}
+#: environment variable Lightning's ``seed_everything`` sets (the default shuffle seed)
+GLOBAL_SEED_ENV = "PL_GLOBAL_SEED"
 
 _CACHE_SIZE = 4
 _CACHE: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
@@ -200,6 +205,14 @@ class MNISTDataModule(LightningDataModule):
         download: download missing files in :meth:`prepare_data`; False never uses the network.
         mirrors: base URLs to download from (default: the public MNIST mirrors).
         shuffle: shuffle the training loader.
+        shuffle_seed: the training order of epoch ``e`` is a function of ``(shuffle_seed, e)``
+            (:class:`~ortho_lightning.data.sampling.EpochSampler`); ``None``: the seed of
+            Lightning's ``seed_everything`` (``$PL_GLOBAL_SEED``, which the CLI sets), else 0.
+            The training loader is a :class:`~ortho_lightning.data.sampling.ResumableDataLoader`:
+            a run resumed from any checkpoint, mid-epoch included, sees the batches the
+            uninterrupted run saw.
+        allow_subset: accept files holding fewer images than MNIST's 60,000 / 10,000 (a subset
+            made from MNIST); ``False`` makes any other count an error naming the file.
     """
 
     num_classes: int = NUM_CLASSES
@@ -220,9 +233,13 @@ class MNISTDataModule(LightningDataModule):
         download: bool = True,
         mirrors: list[str] | None = None,
         shuffle: bool = True,
+        shuffle_seed: int | None = None,
+        allow_subset: bool = False,
     ) -> None:
         super().__init__()
         _check_int("batch_size", batch_size, minimum=1)
+        if shuffle_seed is not None:
+            _check_int("shuffle_seed", shuffle_seed, minimum=0)
         _check_int("val_size", val_size, minimum=0)
         _check_int("num_workers", num_workers, minimum=0)
         if val_split not in VAL_SPLITS:
@@ -283,7 +300,10 @@ class MNISTDataModule(LightningDataModule):
                 else "download=False, so none was fetched"
             )
             raise DataError(self._missing_message(missing, why))
-        return load_mnist_pair(found[names[0]], found[names[1]])
+        images, labels = load_mnist_pair(found[names[0]], found[names[1]])
+        split = "training" if tuple(names) == tuple(TRAIN_FILES) else "test"
+        check_split_size(found[names[0]], len(labels), split, self.hparams.allow_subset)
+        return images, labels
 
     # -- splits -----------------------------------------------------------------------------
 
@@ -333,17 +353,28 @@ class MNISTDataModule(LightningDataModule):
                 "does) before asking for its DataLoader"
             )
         hp = self.hparams
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=hp.batch_size,
-            shuffle=shuffle,
             num_workers=hp.num_workers,
             persistent_workers=hp.persistent_workers,
             pin_memory=hp.pin_memory,
         )
+        if split != "train":
+            return DataLoader(dataset, shuffle=shuffle, **options)
+        sampler = EpochSampler(len(dataset), self.shuffle_seed, shuffle)
+        return ResumableDataLoader(dataset, sampler=sampler, **options)
+
+    @property
+    def shuffle_seed(self) -> int:
+        """The training order's seed: ``shuffle_seed``, else ``$PL_GLOBAL_SEED``, else 0."""
+        if self.hparams.shuffle_seed is not None:
+            return self.hparams.shuffle_seed
+        return int(os.environ.get(GLOBAL_SEED_ENV, 0))
 
     def train_dataloader(self) -> DataLoader:
-        """Training batches, shuffled when ``shuffle=True``."""
+        """Training batches, in an order set by ``(shuffle_seed, epoch)`` (file order when
+        ``shuffle=False``); resumable mid-epoch (a
+        :class:`~ortho_lightning.data.sampling.ResumableDataLoader`)."""
         return self._loader(self.train_dataset, "train", self.hparams.shuffle)
 
     def val_dataloader(self) -> DataLoader:
@@ -357,6 +388,30 @@ class MNISTDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test images, in file order, for ``trainer.predict``."""
         return self._loader(self.test_dataset, "test", False)
+
+
+def check_split_size(path: Path, count: int, split: str, allow_subset: bool = False) -> None:
+    """Raise :class:`DataError` naming ``path`` unless it holds MNIST's ``split`` size
+    (:data:`SPLIT_SIZES`), or at most that many with ``allow_subset``."""
+    expected = SPLIT_SIZES[split]
+    if count == expected or (allow_subset and count < expected):
+        return
+    other = next(name for name in SPLIT_SIZES if name != split)
+    hint = (
+        f" (that is the size of MNIST's {other} split: are the {other} files copied under the "
+        f"{split} names?)"
+        if count == SPLIT_SIZES[other]
+        else ""
+    )
+    advice = (
+        "; pass allow_subset=True to use a smaller set made from MNIST"
+        if count < expected and not allow_subset
+        else ""
+    )
+    raise DataError(
+        f"MNIST {split} file {path} holds {count:,} images, MNIST's {split} split has "
+        f"{expected:,}{hint}{advice}"
+    )
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

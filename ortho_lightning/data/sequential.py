@@ -58,6 +58,8 @@ class SeqMNISTDataModule(MNISTDataModule):
         download: bool = True,
         mirrors: list[str] | None = None,
         shuffle: bool = True,
+        shuffle_seed: int | None = None,
+        allow_subset: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ConfigurationError(
@@ -83,6 +85,8 @@ class SeqMNISTDataModule(MNISTDataModule):
             download=download,
             mirrors=mirrors,
             shuffle=shuffle,
+            shuffle_seed=shuffle_seed,
+            allow_subset=allow_subset,
         )
         self.permutation: torch.Tensor | None = (
             pixel_permutation(permutation_seed) if permute else None

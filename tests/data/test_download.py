@@ -146,7 +146,8 @@ def _serve_tiny(server, tmp_path, monkeypatch):
 def test_datamodule_downloads_missing_files_once(server, tmp_path, monkeypatch):
     tiny = _serve_tiny(server, tmp_path, monkeypatch)
     dm = MNISTDataModule(
-        data_dir=str(tmp_path / "data"), mirrors=[server.url + "mnist"], val_size=10, shuffle=False
+        data_dir=str(tmp_path / "data"), mirrors=[server.url + "mnist"], val_size=10, shuffle=False,
+        allow_subset=True,
     )
     dm.prepare_data()
     assert sorted(server.requests) == sorted("/mnist/" + n for n in MNIST_FILES)
@@ -172,7 +173,9 @@ def test_present_files_are_not_md5_checked(server, tiny_mnist):
     assert dl.MNIST_MD5["t10k-labels-idx1-ubyte.gz"] != hashlib.md5(
         tiny_mnist.path("t10k-labels-idx1-ubyte.gz").read_bytes()
     ).hexdigest()
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), mirrors=[server.url], val_size=4)
+    dm = MNISTDataModule(
+        data_dir=str(tiny_mnist.folder), mirrors=[server.url], val_size=4, allow_subset=True
+    )
     dm.prepare_data()
     dm.setup()
     assert server.requests == []

@@ -24,7 +24,7 @@ def _all(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _dm(folder, **kwargs) -> MNISTDataModule:
-    kwargs = {"val_size": 10, "batch_size": 8, "download": False, **kwargs}
+    kwargs = {"val_size": 10, "batch_size": 8, "download": False, "allow_subset": True, **kwargs}
     dm = MNISTDataModule(data_dir=str(folder), **kwargs)
     dm.setup()
     return dm
@@ -110,7 +110,7 @@ def test_setup_is_idempotent_and_decodes_once(tiny_mnist, monkeypatch):
     real = mnist_module.read_idx
     monkeypatch.setattr(mnist_module, "read_idx", lambda p: calls.append(p) or real(p))
     monkeypatch.setattr(mnist_module, "_CACHE", type(mnist_module._CACHE)())
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), val_size=5)
+    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, val_size=5)
     dm.setup("fit")
     train = dm.train_dataset
     dm.setup("fit")
@@ -118,14 +118,14 @@ def test_setup_is_idempotent_and_decodes_once(tiny_mnist, monkeypatch):
     assert dm.train_dataset is train
     assert dm.test_dataset is None  # fit does not load the test split
     dm.setup("test")
-    other = MNISTDataModule(data_dir=str(tiny_mnist.folder), val_size=5)
+    other = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, val_size=5)
     other.setup()
     assert len(calls) == 4  # each of the four files decoded once in the process
     assert isinstance(train.images, torch.Tensor) and train.images.dtype == torch.uint8
 
 
 def test_hyperparameters_are_saved(tiny_mnist):
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), batch_size=7, val_size=3, split_seed=5)
+    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, batch_size=7, val_size=3, split_seed=5)
     assert dm.hparams.batch_size == 7 and dm.hparams.val_size == 3
     assert dm.hparams.split_seed == 5 and dm.hparams.mean == MEAN and dm.hparams.std == STD
     assert dm.hparams.val_split == "random" and dm.hparams.num_workers == 0
@@ -164,7 +164,7 @@ class _Linear(L.LightningModule):
 
 
 def test_trainer_fit_and_test_with_the_datamodule(tiny_mnist, tmp_path):
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), batch_size=8, val_size=8)
+    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, batch_size=8, val_size=8)
     trainer = L.Trainer(
         max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False,
@@ -195,7 +195,7 @@ def test_bad_arguments(kwargs, message):
 
 
 def test_val_size_not_smaller_than_training_set(tiny_mnist):
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), val_size=40)
+    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, val_size=40)
     with pytest.raises(ConfigurationError, match="val_size=40 must be smaller than the 40"):
         dm.setup("fit")
 
@@ -211,7 +211,7 @@ def test_setup_without_files_says_what_is_missing(tmp_path):
 
 
 def test_loader_before_setup_is_an_error(tiny_mnist):
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder))
+    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True)
     with pytest.raises(DataError, match="the train split is not set up; call setup()"):
         dm.train_dataloader()
 
@@ -241,7 +241,7 @@ CORRUPT_SETS = {
 @pytest.mark.parametrize("name,array,message", CORRUPT_SETS.values(), ids=CORRUPT_SETS.keys())
 def test_inconsistent_files_are_errors_naming_them(tiny_mnist, name, array, message):
     _replace(tiny_mnist, name, array)
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), download=False)
+    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, download=False)
     with pytest.raises(DataError, match=message):
         dm.setup("test")
 
@@ -249,7 +249,7 @@ def test_inconsistent_files_are_errors_naming_them(tiny_mnist, name, array, mess
 def test_truncated_present_file_is_an_error_naming_it(tiny_mnist):
     path = tiny_mnist.path(MNIST_FILES[2])
     path.write_bytes(path.read_bytes()[:100])
-    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), download=False)
+    dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, download=False)
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz is a truncated or corrupt gzip"):
         dm.setup("test")
 

@@ -12,7 +12,8 @@ from ortho_lightning.exceptions import ConfigurationError
 
 
 def _seq(folder, **kwargs) -> SeqMNISTDataModule:
-    kwargs = {"val_size": 10, "batch_size": 16, "download": False, "shuffle": False, **kwargs}
+    kwargs = {"val_size": 10, "batch_size": 16, "download": False, "shuffle": False,
+              "allow_subset": True, **kwargs}
     dm = SeqMNISTDataModule(data_dir=str(folder), **kwargs)
     dm.setup()
     return dm
@@ -110,9 +111,9 @@ def test_no_permutation_unless_asked(tiny_mnist):
 
 
 def test_hyperparameters_include_the_image_ones(tiny_mnist):
-    dm = SeqMNISTDataModule(mode="pixel", data_dir=str(tiny_mnist.folder), batch_size=5)
+    dm = SeqMNISTDataModule(mode="pixel", data_dir=str(tiny_mnist.folder), allow_subset=True, batch_size=5)
     assert dm.hparams.mode == "pixel" and dm.hparams.batch_size == 5
-    assert set(MNISTDataModule(data_dir=str(tiny_mnist.folder)).hparams) < set(dm.hparams)
+    assert set(MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True).hparams) < set(dm.hparams)
 
 
 BAD_ARGS = {
