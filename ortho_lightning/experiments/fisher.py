@@ -230,7 +230,7 @@ def conditional_fisher_vs_depth(depth: int, width: int = 256, q_star: float = 0.
     ev = random_mlp_ntk_eigenvalues("tanh", cp.sigma_w, cp.sigma_b, q_star, depth, width,
                                     "orthogonal", torch.Generator().manual_seed(seed))
     top = float(ev.max())
-    return {"depth": depth, "theory_max_over_L": spec.lambda_max / depth,
+    return {"theory_max_over_L": spec.lambda_max / depth,
             "measured_max_over_L": top / depth, "theory_mean_over_L": spec.mean / depth,
             "measured_mean_over_L": float(ev.mean()) / depth,
             "theory_mass_near_max": spec.mass_above((1 - near) * spec.lambda_max),
@@ -256,7 +256,7 @@ def online_sgd_lr_vs_depth(depth: int, lrs: tuple[float, ...], steps: int = 2000
     with torch.no_grad():
         init_loss = float(nn.functional.cross_entropy(
             critical_mlp(depth, width, "orthogonal", cp.sigma_b, seed)(probe), probe_y))
-    row: dict[str, Any] = {"depth": depth, "init_loss": init_loss, "max_ok_lr": math.nan}
+    row: dict[str, Any] = {"init_loss": init_loss, "max_ok_lr": math.nan}
     best, best_loss = math.nan, math.inf
     for lr in sorted(lrs):
         model = critical_mlp(depth, width, "orthogonal", cp.sigma_b, seed)
