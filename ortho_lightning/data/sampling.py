@@ -68,6 +68,11 @@ class EpochSampler(Sampler[int]):
         self.epoch = int(epoch)
         self._pinned = True
 
+    @property
+    def next_epoch(self) -> int:
+        """The epoch the next pass draws."""
+        return self.epoch + 1 if self._iterated and not self._pinned else self.epoch
+
     def skip_next_pass(self, count: int) -> None:
         """Leave the first ``count`` indices of the next pass out (its epoch unchanged)."""
         self._start = int(count)
@@ -79,8 +84,7 @@ class EpochSampler(Sampler[int]):
         return torch.randperm(self.n, generator=epoch_generator(self.seed, epoch))
 
     def __iter__(self) -> Iterator[int]:
-        if self._iterated and not self._pinned:
-            self.epoch += 1
+        self.epoch = self.next_epoch
         self._iterated, self._pinned = True, False
         start, self._start = self._start, 0
         return iter(self.order(self.epoch)[start:].tolist())
@@ -109,10 +113,15 @@ class ResumableDataLoader(DataLoader):
 
     def _resumed_iterator(self) -> Iterator[Any]:
         # a generator: nothing (workers, the sampler's pass) starts before the first batch is
-        # asked for, i.e. after Lightning's set_epoch
-        skip, skip_epoch, self._skip, self._skip_epoch = self._skip, self._skip_epoch, 0, None
-        if getattr(self.sampler, "epoch", None) != skip_epoch:
-            skip = 0  # another epoch than the one stopped in: start it from its first batch
+        # asked for, i.e. after Lightning's set_epoch. Every pass over the epoch stopped in
+        # resumes it (a callback reading a probe batch at train start makes a pass of its own).
+        sampler = self.sampler
+        epoch = sampler.next_epoch if isinstance(sampler, EpochSampler) else getattr(sampler, "epoch", None)
+        if epoch != self._skip_epoch:
+            self._skip, self._skip_epoch = 0, None  # another epoch: from its first batch
+        skip = self._skip
+        if epoch is None:
+            self._skip = 0  # a sampler without epochs: resume one pass
         by_index = skip and isinstance(self.sampler, EpochSampler) and self.batch_size is not None
         if by_index:
             self.sampler.skip_next_pass(skip * self.batch_size)
@@ -134,7 +143,7 @@ class ResumableDataLoader(DataLoader):
         }
 
     def load_state_dict(self, state_dict: dict[str, int | None]) -> None:
-        """Continue from ``state_dict``: the next pass over its epoch skips its batches."""
+        """Continue from ``state_dict``: passes over its epoch skip its batches."""
         epoch = state_dict.get("epoch")
         if epoch is not None and hasattr(self.sampler, "set_epoch"):
             if isinstance(self.sampler, EpochSampler) and state_dict.get("seed") is not None:

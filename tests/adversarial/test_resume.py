@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import TensorDataset
 
@@ -37,6 +37,14 @@ def _datamodule(tiny: Path, sequential: bool):
     return SeqMNISTDataModule(mode="row", **options) if sequential else MNISTDataModule(**options)
 
 
+class ReadsTrainLoaderAtStart(Callback):
+    """Reads a batch of the trainer's own train loader at train start, as the spectrum monitors
+    take their probe (a pass of its own over the loader, in every run, resumed or not)."""
+
+    def on_train_start(self, trainer, pl_module):
+        next(iter(trainer.train_dataloader))
+
+
 def _fit(tiny, root: Path, sequential: bool = False, ckpt_path: Path | None = None):
     """Fit for EPOCHS epochs from a fresh process state (seed_everything, as the CLI does),
     saving a checkpoint after every step and at every epoch end; returns the trainer."""
@@ -45,11 +53,12 @@ def _fit(tiny, root: Path, sequential: bool = False, ckpt_path: Path | None = No
         model = RNNClassifier(cell="lstm", hidden_size=8)
     else:
         model = MLPClassifier(depth=2, width=8)  # Adam: per-entry optimizer state
+    probe = ReadsTrainLoaderAtStart()
     steps = ModelCheckpoint(root / "steps", "{step}", every_n_train_steps=1, save_top_k=-1)
     epochs = ModelCheckpoint(root / "epochs", "{epoch}", save_on_train_epoch_end=True, save_top_k=-1)
     trainer = Trainer(
         accelerator="cpu", max_epochs=EPOCHS, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root, callbacks=[steps, epochs],
+        enable_model_summary=False, default_root_dir=root, callbacks=[probe, steps, epochs],
         num_sanity_val_steps=0, limit_val_batches=1,
     )
     trainer.fit(model, _datamodule(tiny, sequential), ckpt_path=ckpt_path)
