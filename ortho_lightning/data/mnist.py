@@ -259,6 +259,7 @@ class MNISTDataModule(LightningDataModule):
         self.train_dataset: MNISTTensorDataset | None = None
         self.val_dataset: MNISTTensorDataset | None = None
         self.test_dataset: MNISTTensorDataset | None = None
+        self._resumed_seed: int | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -366,10 +367,22 @@ class MNISTDataModule(LightningDataModule):
 
     @property
     def shuffle_seed(self) -> int:
-        """The training order's seed: ``shuffle_seed``, else ``$PL_GLOBAL_SEED``, else 0."""
+        """The training order's seed: the ``shuffle_seed`` argument, else the seed of the run
+        this one resumes (from the checkpoint), else ``$PL_GLOBAL_SEED``, else 0."""
         if self.hparams.shuffle_seed is not None:
             return self.hparams.shuffle_seed
+        if self._resumed_seed is not None:
+            return self._resumed_seed
         return int(os.environ.get(GLOBAL_SEED_ENV, 0))
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: the training order's seed, so a resumed run keeps its
+        order even when the resuming process is seeded differently."""
+        return {"shuffle_seed": self.shuffle_seed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Restore the seed :meth:`state_dict` saved (before the train loader is built)."""
+        self._resumed_seed = state_dict.get("shuffle_seed")
 
     def train_dataloader(self) -> DataLoader:
         """Training batches, in an order set by ``(shuffle_seed, epoch)`` (file order when
