@@ -47,7 +47,8 @@ class ReadsTrainLoaderAtStart(Callback):
 
 def _fit(tiny, root: Path, sequential: bool = False, ckpt_path: Path | None = None, seed: int = 7):
     """Fit for EPOCHS epochs from a fresh process state (seed_everything, as the CLI does),
-    saving a checkpoint after every step and at every epoch end; returns the trainer."""
+    saving a checkpoint after every step, at every epoch end and after every validation (at the
+    end of each epoch); returns the trainer."""
     seed_everything(seed)
     if sequential:
         model = RNNClassifier(cell="lstm", hidden_size=8)
@@ -56,9 +57,10 @@ def _fit(tiny, root: Path, sequential: bool = False, ckpt_path: Path | None = No
     probe = ReadsTrainLoaderAtStart()
     steps = ModelCheckpoint(root / "steps", "{step}", every_n_train_steps=1, save_top_k=-1)
     epochs = ModelCheckpoint(root / "epochs", "{epoch}", save_on_train_epoch_end=True, save_top_k=-1)
+    after_val = ModelCheckpoint(root / "val", "{epoch}", monitor="val/loss", save_top_k=-1)  # default time
     trainer = Trainer(
         accelerator="cpu", max_epochs=EPOCHS, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root, callbacks=[probe, steps, epochs],
+        enable_model_summary=False, default_root_dir=root, callbacks=[probe, steps, epochs, after_val],
         num_sanity_val_steps=0, limit_val_batches=1,
     )
     trainer.fit(model, _datamodule(tiny, sequential), ckpt_path=ckpt_path)
@@ -86,7 +88,8 @@ def test_resume_from_epoch_boundary_and_mid_epoch_is_bit_exact(tiny, tmp_path, s
     boundary = tmp_path / "reference" / "epochs" / "epoch=0.ckpt"
     middle = tmp_path / "reference" / "steps" / f"step={BATCHES_PER_EPOCH + 3}.ckpt"
     # the resuming process may be seeded differently: the order's seed comes from the checkpoint
-    for name, ckpt, seed in (("boundary", boundary, 99), ("middle", middle, 7)):
+    after_val = tmp_path / "reference" / "val" / "epoch=1.ckpt"
+    for name, ckpt, seed in (("boundary", boundary, 99), ("middle", middle, 7), ("val", after_val, 7)):
         resumed = _fit(tiny, tmp_path / name, sequential, ckpt_path=ckpt, seed=seed)
         _assert_identical(resumed, reference)
     state = torch.load(middle, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
