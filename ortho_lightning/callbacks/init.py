@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ortho_lightning.activations import Activation
-from ortho_lightning.callbacks._logging import log_table
+from ortho_lightning.callbacks._logging import log_settings, log_table
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.init.criticality import Gain
 from ortho_lightning.init.initialize import InitConfig, InitReport, SchemeFn, apply_config
@@ -125,6 +125,18 @@ class OrthogonalInit(Callback):
         self.report: InitReport | None = None
         self._report_logged = False
 
+    # the checked arguments, read back from the config (log_settings records them by these names)
+    scheme = property(lambda self: self.config.scheme[0])
+    gain = property(lambda self: self.config.gain)
+    activation = property(lambda self: self.config.activation)
+    sigma_b = property(lambda self: self.config.sigma_b)
+    fallback = property(lambda self: None if self.config.fallback is None else self.config.fallback[0])
+    recurrent = property(lambda self: self.config.recurrent)
+    q_star = property(lambda self: None if self.config.critical is None else self.config.critical.q_star)
+    input_q = property(lambda self: self.config.input_q)
+    rest = property(lambda self: self.config.rest)
+    selector = property(lambda self: self.config.selector)
+
     @property
     def state_key(self) -> str:
         selector = self.config.selector
@@ -134,7 +146,10 @@ class OrthogonalInit(Callback):
         )
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage != "fit" or self.applied or trainer.ckpt_path is not None:
+        if stage != "fit":
+            return
+        log_settings(trainer, self)  # how this run was initialised, in the logger's config
+        if self.applied or trainer.ckpt_path is not None:
             return
         seed = self.seed
         if seed is None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Callback, LightningDataModule
 
 from ortho_lightning.callbacks import OrthogonalInit
 from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
-from ortho_lightning.init import initialize
+from ortho_lightning.init import critical_point, initialize
 from tests._ddp import run_ddp_script
 from tests.callbacks._monitor_helpers import TinyNet, loader, trainer
 
@@ -201,3 +203,17 @@ def test_input_match_without_a_datamodule_says_what_to_do(tmp_path):
     callback = OrthogonalInit(gain="critical", q_star=0.1, input_q="match")
     with pytest.raises(ConfigurationError, match="reads a batch of the training data from the datamodule"):
         trainer(tmp_path, [callback], max_steps=1).fit(TinyNet(), loader())
+
+
+def test_settings_reach_the_logger_config(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    callback = OrthogonalInit(gain="critical", q_star=0.1, include="layers.*", seed=0)
+    csv = CSVLogger(tmp_path, name="csv")
+    trainer(tmp_path, [callback], logger=csv, max_steps=1).fit(TinyNet(), loader())
+    hparams = yaml.safe_load((Path(csv.log_dir) / "hparams.yaml").read_text())
+    settings = hparams["callbacks/OrthogonalInit"]
+    point = critical_point("tanh", q_star=0.1)
+    assert settings["scheme"] == "orthogonal" and settings["q_star"] == 0.1
+    assert settings["gain"] == pytest.approx(point.sigma_w) and settings["sigma_b"] == pytest.approx(point.sigma_b)
+    assert settings["include"] == ["layers.*"] and settings["seed"] == 0
