@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--no-progress", action="store_true", help="hide the grid progress bar")
     rep = sub.add_parser("report", help="redraw figures and summary.md from a results folder")
     rep.add_argument("folder", type=Path)
+    for p in (exp, rep):
+        p.add_argument("--allow-import", action="store_true",
+                       help="let the file's 'function' keys import and run any callable, not "
+                       "only the package's registered experiment functions (trust the file)")
     return parser
 
 
@@ -31,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; ``argv`` starts with ``experiment`` or ``report``. Returns 0 on success."""
     args = _parser().parse_args(argv)
     if args.command == "experiment":
-        grid = load_grid(args.config)
+        grid = load_grid(args.config, allow_import=args.allow_import)
         out = args.out or DEFAULT_OUT / grid.name
         table = run_grid(grid, out, dry_run=args.dry_run, progress=not args.no_progress)
         if table is not None:
             print(f"results table: {table}\nsummary: {Path(out) / 'summary.md'}")
     else:
-        print(f"summary: {make_report(args.folder)}")
+        print(f"summary: {make_report(args.folder, allow_import=args.allow_import)}")
     return 0
 
 

@@ -35,12 +35,11 @@ ones (a resumed grid never mixes results of two different configs).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import itertools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,9 @@ from typing import Any
 import yaml
 
 from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.experiments.registry import resolve_function
+
+__all__ = ["Cell", "Grid", "cell_id", "expand", "load_grid", "resolve_function"]
 
 KINDS = ("function", "recipe")
 TOP_LEVEL_KEYS = ("name", "description", "kind", "function", "recipe", "base", "axes", "seed",
@@ -87,6 +89,9 @@ class Grid:
     cells: list[Cell]
     spec: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    #: the functions it names may be any importable callable (see ``registry``), not only
+    #: the package's registered experiment functions
+    allow_import: bool = False
 
     @property
     def axis_names(self) -> list[str]:
@@ -112,26 +117,8 @@ def cell_id(axes: Mapping[str, Any], seed: int, params: Mapping[str, Any], targe
     return f"{head}-{digest}"
 
 
-def resolve_function(target: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"``; a clear error when it cannot."""
-    if not isinstance(target, str) or ":" not in target:
-        raise ConfigurationError(
-            f"experiment 'function' must be 'module:function', received {target!r}")
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigurationError(
-            f"experiment 'function': cannot import module {module_name!r} ({err})") from err
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigurationError(
-            f"experiment 'function': module {module_name!r} has no callable {attr!r}")
-    return fn
-
-
-def _check_function_params(target: str, keys: list[str]) -> None:
-    fn = resolve_function(target)
+def _check_function_params(target: str, keys: list[str], allow_import: bool) -> None:
+    fn = resolve_function(target, allow_import)
     sig = inspect.signature(fn)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -145,13 +132,15 @@ def _check_function_params(target: str, keys: list[str]) -> None:
             f"experiment function {target!r} must take a 'seed' keyword argument")
 
 
-def expand(spec: Mapping[str, Any], source: Path | None = None) -> Grid:
+def expand(spec: Mapping[str, Any], source: Path | None = None, *,
+           allow_import: bool = False) -> Grid:
     """Check an experiment spec (a parsed YAML mapping) and expand its axes into cells.
 
     Returns a :class:`Grid` whose ``cells`` are the product of the axes (first axis slowest)
     times the seeds. Raises :class:`ConfigurationError` naming the key on an unknown top-level
     key, an unknown kind, an empty or non-list axis, a key both in ``base`` and ``axes``, or
-    (``kind: function``) a parameter the function does not accept.
+    (``kind: function``) a function that is not registered (unless ``allow_import``, see
+    :mod:`ortho_lightning.experiments.registry`) or a parameter it does not accept.
     """
     if not isinstance(spec, Mapping):
         raise ConfigurationError(f"experiment file must be a mapping, received {type(spec).__name__}")
@@ -195,7 +184,7 @@ def expand(spec: Mapping[str, Any], source: Path | None = None) -> Grid:
     if kind == "function":
         keys = [k for k, vs in axes.items() if not isinstance(vs[0], Mapping)]
         keys += [p for vs in axes.values() for v in vs if isinstance(v, Mapping) for p in v if p != "name"]
-        _check_function_params(target, list(base) + keys)
+        _check_function_params(target, list(base) + keys, allow_import)
 
     cells = []
     for combo in itertools.product(*axes.values()):
@@ -214,14 +203,14 @@ def expand(spec: Mapping[str, Any], source: Path | None = None) -> Grid:
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigurationError(f"experiment {name!r} has repeated cells (duplicate axis values?)")
-    return Grid(name, kind, target, base, axes, list(seeds), cells, dict(spec), source)
+    return Grid(name, kind, target, base, axes, list(seeds), cells, dict(spec), source, allow_import)
 
 
-def load_grid(path: str | Path) -> Grid:
+def load_grid(path: str | Path, *, allow_import: bool = False) -> Grid:
     """Read an experiment YAML and expand it (see :func:`expand`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigurationError(f"experiment file {str(path)!r} does not exist")
     with path.open() as fh:
         spec = yaml.safe_load(fh)
-    return expand(spec, source=path)
+    return expand(spec, source=path, allow_import=allow_import)

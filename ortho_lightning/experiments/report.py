@@ -20,7 +20,8 @@ What to draw is read from the ``report`` section of the experiment file saved be
         columns: [sv2_mean, sv2_var]
         where: {step: last}
       function: package.module:fn       # optional: fn(columns, rows, figures_dir) -> extra
-                                        # Markdown (it may draw its own figures there)
+                                        # Markdown (it may draw its own figures there); a
+                                        # registered experiment function (``registry``)
 
 Seeds (and any other column not named) are averaged over: points are means, bars one standard
 deviation.
@@ -37,7 +38,7 @@ from typing import Any
 import yaml
 
 from ortho_lightning.exceptions import ConfigurationError
-from ortho_lightning.experiments.grid import resolve_function
+from ortho_lightning.experiments.registry import resolve_function
 from ortho_lightning.experiments.table import ID_COLUMN, read_table
 
 FIGURE_KEYS = ("name", "x", "y", "hue", "where", "logx", "logy", "fit", "title", "xlabel",
@@ -259,9 +260,13 @@ def summary_table(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequenc
     return markdown_table([*group, *cols], body)
 
 
-def make_report(folder: str | Path) -> Path:
+def make_report(folder: str | Path, *, allow_import: bool = False) -> Path:
     """Redraw every figure of ``folder/experiment.yaml``'s report section from
-    ``folder/results.csv`` and write ``folder/summary.md``; returns the summary's path."""
+    ``folder/results.csv`` and write ``folder/summary.md``; returns the summary's path.
+
+    The folder may come from someone else: its ``report.function`` must be a registered
+    experiment function unless ``allow_import`` (see :mod:`ortho_lightning.experiments.registry`).
+    """
     folder = Path(folder)
     spec_path = folder / "experiment.yaml"
     if not spec_path.is_file():
@@ -288,7 +293,8 @@ def make_report(folder: str | Path) -> Path:
         parts += ["", "## Summary (mean ± std over seeds)", "",
                   summary_table(report["summary"], columns, rows)]
     if report.get("function"):
-        parts += ["", resolve_function(report["function"])(columns, rows, folder / "figures")]
+        hook = resolve_function(report["function"], allow_import)
+        parts += ["", hook(columns, rows, folder / "figures")]
     path = folder / "summary.md"
     path.write_text("\n".join(parts).rstrip() + "\n")
     return path

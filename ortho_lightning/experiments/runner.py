@@ -28,7 +28,8 @@ import torch
 import yaml
 
 from ortho_lightning.exceptions import DataError
-from ortho_lightning.experiments.grid import Cell, Grid, resolve_function
+from ortho_lightning.experiments.grid import Cell, Grid
+from ortho_lightning.experiments.registry import resolve_function
 from ortho_lightning.experiments.table import (
     cell_table_rows,
     read_lightning_metrics,
@@ -91,10 +92,11 @@ def run_recipe_cell(cell: Cell, folder: Path, test: bool = False) -> list[dict[s
     return read_lightning_metrics(found[-1])
 
 
-def run_function_cell(cell: Cell) -> list[dict[str, Any]]:
+def run_function_cell(cell: Cell, allow_import: bool = False) -> list[dict[str, Any]]:
     """Call a measurement function ``fn(**params, seed=seed)`` with torch's global RNG seeded
-    too, and return its rows (a dict is one row)."""
-    fn = resolve_function(cell.target)
+    too, and return its rows (a dict is one row). The function must be a registered one
+    unless ``allow_import`` (see :mod:`ortho_lightning.experiments.registry`)."""
+    fn = resolve_function(cell.target, allow_import)
     torch.manual_seed(cell.seed)
     rows = fn(**cell.params, seed=cell.seed)
     if isinstance(rows, dict):
@@ -102,7 +104,8 @@ def run_function_cell(cell: Cell) -> list[dict[str, Any]]:
     return list(rows)
 
 
-def run_cell(cell: Cell, out_dir: str | Path, spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_cell(cell: Cell, out_dir: str | Path, spec: dict[str, Any] | None = None,
+             allow_import: bool = False) -> list[dict[str, Any]]:
     """Run one cell from scratch into its folder and mark it done; returns its table rows."""
     folder = cell_dir(out_dir, cell)
     if folder.exists():
@@ -111,7 +114,7 @@ def run_cell(cell: Cell, out_dir: str | Path, spec: dict[str, Any] | None = None
     _atomic_write_text(folder / "cell.json", json.dumps(cell.to_json(), indent=2, default=str))
     start = time.perf_counter()
     if cell.kind == "function":
-        rows = run_function_cell(cell)
+        rows = run_function_cell(cell, allow_import)
     else:
         rows = run_recipe_cell(cell, folder, test=bool((spec or {}).get("test", False)))
     wall = time.perf_counter() - start
@@ -158,7 +161,7 @@ def run_grid(grid: Grid, out_dir: str | Path, *, dry_run: bool = False, progress
     try:
         for cell in todo:
             bar.set_postfix_str(cell.id)
-            run_cell(cell, out_dir, grid.spec)
+            run_cell(cell, out_dir, grid.spec, grid.allow_import)
             bar.update(1)
     finally:
         bar.close()
@@ -166,5 +169,5 @@ def run_grid(grid: Grid, out_dir: str | Path, *, dry_run: bool = False, progress
     if report:
         from ortho_lightning.experiments.report import make_report
 
-        make_report(out_dir)
+        make_report(out_dir, allow_import=grid.allow_import)
     return table

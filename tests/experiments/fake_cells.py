@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from ortho_lightning.experiments.registry import register_experiment
+
 CALLS: list[dict] = []
 FAIL_ON: set[tuple] = set()
 
 
+@register_experiment  # configs may name only registered functions
 def quadratic(a: float, b: int = 1, steps: int = 3, seed: int = 0) -> list[dict]:
     """Rows ``loss = a * b * step**2`` plus a seeded random number; raises for (a, b, seed) in
     FAIL_ON (once), to simulate a crash half-way through a grid."""

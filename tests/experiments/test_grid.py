@@ -51,7 +51,7 @@ BAD = [
     ("axis_not_list", {"axes": {"a": 3}}, "axis 'a' must be a list"),
     ("unknown_param", {"axes": {"a": [1], "depth": [4]}}, "no parameter(s) ['depth']"),
     ("bad_kind", {"kind": "shell"}, "'kind' must be one of ['function', 'recipe']"),
-    ("bad_function", {"function": "tests.experiments.fake_cells:nope"}, "no callable 'nope'"),
+    ("bad_function", {"function": "ortho_lightning.experiments.fisher:nope"}, "no callable 'nope'"),
     ("base_and_axis", {"base": {"a": 1}}, "'a' is both in 'base' and in 'axes'"),
     ("bad_seed", {"seed": []}, "'seed' must be an int or a non-empty list"),
 ]
