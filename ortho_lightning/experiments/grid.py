@@ -49,7 +49,10 @@ import yaml
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.registry import resolve_function
 
-__all__ = ["Cell", "Grid", "cell_id", "expand", "load_grid", "resolve_function"]
+__all__ = ["Cell", "Grid", "cell_id", "check_name", "expand", "load_grid", "resolve_function"]
+
+#: a name that becomes a file or folder name (experiment, figure): no separators, no leading dot
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
 
 KINDS = ("function", "recipe")
 TOP_LEVEL_KEYS = ("name", "description", "kind", "function", "recipe", "base", "axes", "seed",
@@ -103,6 +106,37 @@ def _slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "x"
 
 
+def check_name(value: Any, what: str) -> str:
+    """``value`` if it is a plain file name (letters, digits, ``_ . = + -``, not starting with a
+    dot), so that joining it to an output folder stays inside that folder.
+
+    Raises:
+        ConfigurationError: naming ``what`` for ``../x``, absolute paths, separators, empty names.
+    """
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ConfigurationError(
+            f"{what}: expected a plain file name (letters, digits, '_.=+-', no '/' or '..', not "
+            f"starting with '.'), got {value!r}")
+    return value
+
+
+def find_recipe(recipe: str, source: Path | None) -> str:
+    """The recipe file a grid names. A relative path is looked up beside the grid file, then in
+    each folder above it (so ``recipes/x.yaml`` in ``recipes/experiments/g.yaml`` is the
+    checkout's ``recipes/x.yaml``), never against the working directory. Without a grid file
+    (a spec built in Python) the path is returned as given."""
+    path = Path(recipe)
+    if source is None or path.is_absolute():
+        return recipe
+    folder = Path(source).resolve().parent
+    for base in (folder, *folder.parents):
+        if (base / path).is_file():
+            return str(base / path)
+    raise ConfigurationError(
+        f"experiment 'recipe': expected a recipe file relative to the grid file {str(source)!r} "
+        f"(looked in {str(folder)!r} and the folders above it), got {recipe!r}")
+
+
 def cell_id(axes: Mapping[str, Any], seed: int, params: Mapping[str, Any], target: str) -> str:
     """Deterministic, filesystem-safe id: readable axis values plus an 8-hex hash of everything
     that defines the run (target, all parameters, seed)."""
@@ -154,7 +188,14 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
     target = spec.get(kind)
     if not target:
         raise ConfigurationError(f"experiment of kind {kind!r} needs a {kind!r} key")
-    name = spec.get("name") or (source.stem if source else "experiment")
+    name = check_name(spec.get("name") or (source.stem if source else "experiment"),
+                      "experiment 'name'")
+    report = spec.get("report") or {}
+    figures = report.get("figures") if isinstance(report, Mapping) else None
+    for fig in figures if isinstance(figures, list) else []:
+        if isinstance(fig, Mapping) and "name" in fig:
+            check_name(fig["name"], "report figure 'name'")  # drawn into OUT/figures/<name>
+    run_target = find_recipe(target, source) if kind == "recipe" else target
     base = dict(spec.get("base") or {})
     axes_spec = spec.get("axes") or {}
     if not isinstance(axes_spec, Mapping):
@@ -198,12 +239,14 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
                 params[key] = value
                 axis_values[key] = value
         for seed in seeds:
-            cells.append(Cell(cell_id(axis_values, seed, params, target), kind, target,
+            # the id hashes the recipe path as written, so it does not depend on the checkout
+            cells.append(Cell(cell_id(axis_values, seed, params, target), kind, run_target,
                               dict(params), dict(axis_values), seed))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigurationError(f"experiment {name!r} has repeated cells (duplicate axis values?)")
-    return Grid(name, kind, target, base, axes, list(seeds), cells, dict(spec), source, allow_import)
+    return Grid(name, kind, run_target, base, axes, list(seeds), cells, dict(spec), source,
+                allow_import)
 
 
 def load_grid(path: str | Path, *, allow_import: bool = False) -> Grid:

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.experiments.grid import check_name
 from ortho_lightning.experiments.registry import resolve_function
 from ortho_lightning.experiments.table import ID_COLUMN, read_table
 
@@ -142,6 +143,7 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
     for key in ("name", "x", "y"):
         if key not in spec:
             raise ConfigurationError(f"report figure needs a {key!r} key, received {dict(spec)}")
+    check_name(spec["name"], "report figure 'name'")  # a file under out_dir, never outside it
     x, ys, hue = spec["x"], _as_list(spec["y"]), _as_list(spec.get("hue"))
     missing = [c for c in [x, *ys, *hue] if c not in columns]
     if missing:
