@@ -13,6 +13,7 @@ from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.grid import expand, load_grid
 from ortho_lightning.experiments.report import make_report
 from ortho_lightning.experiments.runner import recipe_argv, run_grid
+from tests.experiments import fake_cells  # noqa: F401  (registers FN)
 
 FN = "tests.experiments.fake_cells:quadratic"
 ESCAPES = ["../../x", "/tmp/x", "a/b", "..", ".hidden", "", "a\\b", "~"]
