@@ -166,6 +166,19 @@ def _check_function_params(target: str, keys: list[str], allow_import: bool) -> 
             f"experiment function {target!r} must take a 'seed' keyword argument")
 
 
+def _check_distinct(axis: str, values: list[Any]) -> None:
+    """Refuse an axis whose values read the same once written in the table (``1`` and ``'1'``,
+    ``True`` and ``'True'``, a value twice): their cells would be indistinguishable rows."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        text = str(value)
+        if text in seen:
+            raise ConfigurationError(
+                f"experiment axis {axis!r}: expected distinct values, got {seen[text]!r} and "
+                f"{value!r}, which read the same in the results table (quote all or none)")
+        seen[text] = value
+
+
 def expand(spec: Mapping[str, Any], source: Path | None = None, *,
            allow_import: bool = False) -> Grid:
     """Check an experiment spec (a parsed YAML mapping) and expand its axes into cells.
@@ -217,6 +230,7 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
             raise ConfigurationError(
                 f"experiment axis {key!r}: variants must all be mappings with a string 'name' "
                 f"(and the parameters they set), received {values!r}")
+        _check_distinct(key, [v["name"] if isinstance(v, Mapping) else v for v in values])
         axes[key] = list(values)
     seeds = spec.get("seed", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
