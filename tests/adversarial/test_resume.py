@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 from ortho_lightning.data import MNISTDataModule, SeqMNISTDataModule
 from ortho_lightning.data.sampling import EpochSampler, ResumableDataLoader
 from ortho_lightning.models import MLPClassifier, RNNClassifier
+from tests._ddp import run_ddp_script
 from tests.data.conftest import make_tiny_mnist
 
 BATCHES_PER_EPOCH, EPOCHS = 8, 3  # 40 images - 8 held out, batch 4
@@ -168,3 +169,20 @@ def test_under_ddp_each_rank_gets_its_shard_of_the_epoch_order_and_resumes_it(ra
     assert [b[0].tolist() for b in expected] == [shard[6:9], shard[9:]]
     assert [b[0].tolist() for b in got] == [b[0].tolist() for b in expected]
     assert state["epoch"] == 1 and state["batches"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_mid_epoch_resume_is_bit_exact_on_every_rank(tiny, tmp_path):
+    """2 processes (gloo): resumed from step 6 (epoch 1, batch 2 of each rank's 4), both ranks
+    end with the uninterrupted run's weights and Adam state."""
+    run_ddp_script("resume_ddp.py", str(tmp_path), str(tiny), timeout=400)
+    for rank in (0, 1):
+        runs = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        reference, resumed = runs["reference"], runs["resumed"]
+        assert resumed["step"] == reference["step"] == 8
+        for key, value in reference["weights"].items():
+            assert torch.equal(resumed["weights"][key], value), (rank, key)
+        for index, entries in reference["optimizer"].items():
+            for name, value in entries.items():
+                assert torch.equal(resumed["optimizer"][index][name], value), (rank, index, name)
