@@ -1,5 +1,6 @@
-"""``ortho-lightning experiment <yaml> [--out DIR] [--dry-run]`` and ``ortho-lightning report
-<folder>``: the grid runner and the report from the command line."""
+"""``ortho-lightning experiment <yaml> [--out DIR] [--dry-run] [--emit-sweep [PATH]]`` and
+``ortho-lightning report <folder>``: the grid runner, its W&B sweep file and the report from the
+command line."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"output folder (default {DEFAULT_OUT}/<experiment name>)")
     exp.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     exp.add_argument("--no-progress", action="store_true", help="hide the grid progress bar")
+    exp.add_argument("--emit-sweep", nargs="?", const=True, default=None, metavar="PATH",
+                     help="write the W&B sweep file of the grid's training cells (for `wandb "
+                     "agent` on many machines) to PATH (default OUT/sweep.yaml) and exit")
     rep = sub.add_parser("report", help="redraw figures and summary.md from a results folder")
     rep.add_argument("folder", type=Path)
     for p in (exp, rep):
@@ -37,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "experiment":
         grid = load_grid(args.config, allow_import=args.allow_import)
         out = args.out or DEFAULT_OUT / grid.name
+        if args.emit_sweep is not None:
+            from ortho_lightning.experiments.sweep import SWEEP_NAME, write_sweep
+
+            path = Path(out) / SWEEP_NAME if args.emit_sweep is True else Path(args.emit_sweep)
+            print(f"W&B sweep: {write_sweep(grid, path)}  (start it with: wandb sweep {path})")
+            return 0
         table = run_grid(grid, out, dry_run=args.dry_run, progress=not args.no_progress)
         if table is not None:
             print(f"results table: {table}\nsummary: {Path(out) / 'summary.md'}")

@@ -9,13 +9,16 @@ Output folder layout::
     OUT/results.csv              the tidy table over every finished cell (see ``table``)
 
 A cell without ``DONE`` (never started, crashed, interrupted) is wiped and run again; a cell with
-it is never rerun. Spreading a grid over many machines is ``wandb sweep``'s job, not this one's.
+it is never rerun. Several runners may share one folder (``experiment`` started twice, on one
+machine or on several over a shared file system): each takes a cell's lock
+(``OUT/cells/<cell id>.lock``, see :mod:`~ortho_lightning.experiments.locks`) before wiping and
+running it and skips the cells others hold, so every cell is computed once and no folder is
+wiped under its owner; whoever finishes last writes the full table and report. Spreading a grid over many machines is ``wandb sweep``'s job, not this one's.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -29,6 +32,7 @@ import yaml
 
 from ortho_lightning.exceptions import DataError
 from ortho_lightning.experiments.grid import Cell, Grid
+from ortho_lightning.experiments.locks import LOCK_SUFFIX, atomic_write_text, lock_owner, locked
 from ortho_lightning.experiments.registry import resolve_function
 from ortho_lightning.experiments.table import (
     cell_table_rows,
@@ -43,15 +47,14 @@ TABLE_NAME = "results.csv"
 SPEC_NAME = "experiment.yaml"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def cell_dir(out_dir: str | Path, cell: Cell) -> Path:
     """The folder of one cell's outputs."""
     return Path(out_dir) / "cells" / cell.id
+
+
+def cell_lock(out_dir: str | Path, cell: Cell) -> Path:
+    """The lock file a runner holds while it wipes and runs ``cell`` (beside its folder)."""
+    return Path(out_dir) / "cells" / f"{cell.id}{LOCK_SUFFIX}"
 
 
 def is_done(out_dir: str | Path, cell: Cell) -> bool:
@@ -59,15 +62,20 @@ def is_done(out_dir: str | Path, cell: Cell) -> bool:
     return (cell_dir(out_dir, cell) / DONE_MARKER).is_file()
 
 
+def flag_value(value: Any) -> str:
+    """A parameter value as the text of a ``--key=value`` flag: strings as they are, anything
+    else as one-line-ish flow YAML (``[4, 8]``, ``null``, ``{class_path: ..., init_args: ...}``)."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
 def recipe_argv(cell: Cell, folder: Path) -> list[str]:
     """The LightningCLI arguments of a recipe cell: its config, each parameter as
     ``--key=value`` (YAML-encoded), its seed, and a CSVLogger into the cell folder (so a grid
     never needs W&B)."""
     argv = ["fit", "--config", cell.target]
-    for key, value in cell.params.items():
-        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
-        text = text.removesuffix("\n...").strip()
-        argv.append(f"--{key}={text}")
+    argv += [f"--{key}={flag_value(value)}" for key, value in cell.params.items()]
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
               "init_args": {"save_dir": str(folder), "name": "csv", "version": "run"}}
     argv += [f"--seed_everything={cell.seed}", f"--trainer.logger={json.dumps(logger)}",
@@ -106,12 +114,14 @@ def run_function_cell(cell: Cell, allow_import: bool = False) -> list[dict[str, 
 
 def run_cell(cell: Cell, out_dir: str | Path, spec: dict[str, Any] | None = None,
              allow_import: bool = False) -> list[dict[str, Any]]:
-    """Run one cell from scratch into its folder and mark it done; returns its table rows."""
+    """Run one cell from scratch into its folder and mark it done; returns its table rows.
+    The caller holds the cell's lock (:func:`cell_lock`) when other runners may share
+    ``out_dir``: this wipes the folder."""
     folder = cell_dir(out_dir, cell)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    _atomic_write_text(folder / "cell.json", json.dumps(cell.to_json(), indent=2, default=str))
+    atomic_write_text(folder / "cell.json", json.dumps(cell.to_json(), indent=2, default=str))
     start = time.perf_counter()
     if cell.kind == "function":
         rows = run_function_cell(cell, allow_import)
@@ -120,7 +130,7 @@ def run_cell(cell: Cell, out_dir: str | Path, spec: dict[str, Any] | None = None
     wall = time.perf_counter() - start
     stamped = cell_table_rows(cell.id, cell.axes, cell.seed, rows)
     write_table(folder / "rows.csv", table_columns(list(cell.axes), stamped), stamped)
-    _atomic_write_text(folder / DONE_MARKER, json.dumps({"rows": len(stamped), "wall_s": wall}))
+    atomic_write_text(folder / DONE_MARKER, json.dumps({"rows": len(stamped), "wall_s": wall}))
     return stamped
 
 
@@ -153,21 +163,34 @@ def run_grid(grid: Grid, out_dir: str | Path, *, dry_run: bool = False, progress
             echo(line)
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out_dir / SPEC_NAME, yaml.safe_dump(grid.spec, sort_keys=False))
+    atomic_write_text(out_dir / SPEC_NAME, yaml.safe_dump(grid.spec, sort_keys=False))
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(grid.cells), initial=len(grid.cells) - len(todo), desc=grid.name,
                unit="cell", disable=not progress, file=sys.stderr, position=0)
+    elsewhere = []
     try:
         for cell in todo:
             bar.set_postfix_str(cell.id)
-            run_cell(cell, out_dir, grid.spec, grid.allow_import)
+            with locked(cell_lock(out_dir, cell)) as mine:
+                if not mine:  # another runner is on it: never wipe its folder
+                    elsewhere.append(cell)
+                    continue
+                if not is_done(out_dir, cell):  # it may have finished since we listed it
+                    run_cell(cell, out_dir, grid.spec, grid.allow_import)
             bar.update(1)
     finally:
         bar.close()
-    table = collect_table(grid, out_dir)
-    if report:
-        from ortho_lightning.experiments.report import make_report
+    if elsewhere:
+        owners = sorted({f"pid {o.get('pid')} on {o.get('host')}" for o in
+                         (lock_owner(cell_lock(out_dir, c)) for c in elsewhere) if o})
+        echo(f"experiment {grid.name!r}: {len(elsewhere)} cell(s) left to the runner(s) holding "
+             f"them ({', '.join(owners) or 'finished since'}); their rows join {TABLE_NAME} when "
+             "they finish")
+    with locked(Path(out_dir) / f"{TABLE_NAME}{LOCK_SUFFIX}", blocking=True):
+        table = collect_table(grid, out_dir)  # one runner at a time writes table and report
+        if report:
+            from ortho_lightning.experiments.report import make_report
 
-        make_report(out_dir, allow_import=grid.allow_import)
+            make_report(out_dir, allow_import=grid.allow_import)
     return table
