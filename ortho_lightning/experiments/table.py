@@ -8,13 +8,14 @@ grid's axis order), ``seed``, ``step``, then the metric columns sorted by name. 
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ortho_lightning.exceptions import DataError
+from ortho_lightning.experiments.locks import atomic_write_text
 
 ID_COLUMN, SEED_COLUMN, STEP_COLUMN = "cell_id", "seed", "step"
 
@@ -71,15 +72,12 @@ def _parse(text: str) -> Any:
 
 def write_table(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write rows under ``columns`` as CSV, atomically (a temporary file then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_format(row.get(c)) for c in columns])
-    os.replace(tmp, path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format(row.get(c)) for c in columns])
+    return atomic_write_text(path, text.getvalue())  # a unique temporary name per writer
 
 
 def read_table(path: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
