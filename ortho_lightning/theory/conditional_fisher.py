@@ -145,9 +145,16 @@ class _Chain(_LogX):
         self.sw2 = sigma_w**2
         self.mean_d = float(np.real(np.sum(probs * values)))
         self.warm = [None] * depth
-        self.scale = 1.0  # Theta = q* T_L: the chain works with T_L
+        nz = np.real(values) != 0
+        # phi'^2 in {0, a} (hard-tanh): chi_{D^2} in closed form
+        self.bernoulli = ((float(np.real(probs[nz].sum())), float(np.real(values[nz][0])))
+                          if mode == "atoms" and np.unique(np.real(values[nz])).size == 1
+                          else None)
 
     def _invert(self, m: complex, k: int) -> complex | None:
+        if self.bernoulli is not None:  # M(zeta) = p a zeta / (1 - a zeta): Moebius, exact
+            p, a = self.bernoulli
+            return m / (a * (p + m)) if p + m != 0 else None
         zeta = self.warm[k]
         if zeta is None or not np.isfinite(zeta):
             zeta = m / self.mean_d
@@ -198,13 +205,20 @@ class _Chain(_LogX):
         return f, df, m
 
     def top_edge(self, a_max: float) -> tuple[float, float]:
-        """Upper edge: the minimum of the real ``w_L(omega_1)``, ``omega_1`` scanned up from 0
-        (the physical branch, continued root by root)."""
+        """Upper edge of the continuous part: the first minimum of the real ``w_L(omega_1)``,
+        ``omega_1`` scanned up from 0 (the physical branch, continued root by root). For a
+        {0, a} law of ``phi'^2`` the branch first runs down to the top atom (at
+        ``omega_1 = 1``, the atom of ``nu_1 = delta_1``) and continues past it."""
         self.warm = [None] * self.depth
         best, arg = math.inf, None
-        for om in np.concatenate([np.logspace(-6, -1, 60), np.linspace(0.1, 0.999, 600)]):
+        scan = [np.logspace(-6, -1, 60), np.linspace(0.1, 0.999, 600)]
+        if self.bernoulli is not None:
+            scan.append(1 + np.logspace(-4, 5, 900))
+        for om in np.concatenate(scan):
             out = self.chain(complex(om))
             if out is None or not np.isfinite(out[0]) or abs(out[0].imag) > 1e-8 * abs(out[0]):
+                if self.bernoulli is not None:
+                    continue
                 break
             w = out[0].real
             if w < best:
@@ -213,7 +227,7 @@ class _Chain(_LogX):
                 break
         if arg is None:
             raise RuntimeError("theory.conditional_fisher: no real branch found")
-        lo, hi = max(arg * 0.9, 1e-12), min(arg * 1.1, 0.9999)
+        lo, hi = max(arg * 0.9, 1e-12), arg * 1.1 if arg > 1 else min(arg * 1.1, 0.9999)
         self.warm = list(warm)
         for _ in range(80):  # golden section on the real branch
             a = hi - 0.618 * (hi - lo)
@@ -368,14 +382,14 @@ def conditional_fisher_spectrum(
         mode = "atoms" if law.values.size == 0 else "nodes"
     chain = _Chain(values, probs, sigma_w, depth, weights, mode)
     top, om_top = chain.top_edge(1.0)
-    grid, quad_w, edges = _sine_grid(0.0, top, 2.0, grid_size)
+    grid, quad_w, edges = _sine_grid(1.0, top, 2.0, grid_size)  # T_L >= I
     chain.warm = [None] * depth
     chain.top_edge(1.0)  # warm roots at the edge
     density = chain.continue_density(grid, om_top, eps, loc, mass)
     inside = np.flatnonzero(density > 0)
     if mode == "contour" and density[0] == 0 and 0 < inside.size < grid_size // 2:
         lo = float(grid[inside[0]])
-        grid, quad_w, edges = _sine_grid(max(0.0, lo - 0.5 * (top - lo)), top, 2.0, grid_size)
+        grid, quad_w, edges = _sine_grid(max(1.0, lo - 0.5 * (top - lo)), top, 2.0, grid_size)
         chain.top_edge(1.0)
         density = chain.continue_density(grid, om_top, eps, loc, mass)
     # Theta = q* T_L: rescale eigenvalues by q*
@@ -388,9 +402,12 @@ def conditional_fisher_spectrum(
         warnings.warn(
             f"theory.conditional_fisher_spectrum: the predicted law of "
             f"{activation_name(activation)} ({weights}, depth {depth}) has mass {total:.5f}, "
-            "not 1: the continuation missed part of the support; moments and lambda_max are "
-            "still exact",
+            "not 1: the continuation "
+            + ("missed part of the support (separated bulks)" if total < 1 else
+               "took spurious roots (the grid is too coarse)")
+            + "; moments, atoms and lambda_max are still exact",
             RuntimeWarning,
             stacklevel=2,
         )
-    return ConditionalFisherSpectrum(moments, moments[0], top * q, dens, q, depth)
+    lam_max = max(top, float(loc.max()) if loc.size else 0.0) * q  # an atom may sit above
+    return ConditionalFisherSpectrum(moments, moments[0], lam_max, dens, q, depth)
