@@ -37,7 +37,7 @@ from ortho_lightning.init.input_matching import (
 )
 from ortho_lightning.init.orthogonal import orthogonal_
 from ortho_lightning.init.recurrent import gate_blocks
-from ortho_lightning.matrices import check_recurrent, is_recurrent
+from ortho_lightning.matrices import check_recurrent, is_recurrent, matrix_views
 from ortho_lightning.selection import ModuleSelector
 
 #: A scheme: ``fn(tensor, gain, generator=generator) -> tensor`` in place (``torch.nn.init``
@@ -223,15 +223,10 @@ class InitConfig:
 
 def weight_views(module: nn.Module) -> list[tuple[str, Tensor]]:
     """``(label, view)`` of the matrices of ``module`` that a scheme is applied to, one by one:
-    gate blocks of recurrent modules, groups of a grouped conv, else the whole weight."""
-    if is_recurrent(module):
-        return gate_blocks(module)
-    weight = module.weight
-    groups = getattr(module, "groups", 1)
-    if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and groups > 1:
-        size = weight.shape[0] // groups
-        return [(f"weight[group {g}]", weight[g * size : (g + 1) * size]) for g in range(groups)]
-    return [("weight", weight)]
+    the shared :func:`~ortho_lightning.matrices.matrix_views` (gate blocks of recurrent
+    modules, groups of a grouped conv, else the whole weight), plus an LSTM's projection
+    ``weight_hr`` (:func:`~ortho_lightning.init.recurrent.gate_blocks`)."""
+    return gate_blocks(module) if is_recurrent(module) else matrix_views(module)
 
 
 def initialize(
