@@ -220,7 +220,8 @@ def conditional_fisher_vs_depth(depth: int, width: int = 256, q_star: float = 0.
     ``width`` outputs) of an orthogonal critical tanh net at ``q_star``, predicted
     (:func:`ortho_lightning.theory.conditional_fisher_spectrum`) and measured on one random
     network (:func:`ortho_lightning.theory.simulate.random_mlp_ntk_eigenvalues`): lambda_max /
-    depth, mean / depth and the fraction of eigenvalues above ``(1 - near) lambda_max``."""
+    depth (also over ``q* depth``, the mean: 1 for exactly linear growth), mean / depth and the
+    fraction of eigenvalues above ``(1 - near) lambda_max``."""
     from ortho_lightning.theory import conditional_fisher_spectrum
     from ortho_lightning.theory.simulate import random_mlp_ntk_eigenvalues
 
@@ -230,7 +231,9 @@ def conditional_fisher_vs_depth(depth: int, width: int = 256, q_star: float = 0.
     ev = random_mlp_ntk_eigenvalues("tanh", cp.sigma_w, cp.sigma_b, q_star, depth, width,
                                     "orthogonal", torch.Generator().manual_seed(seed))
     top = float(ev.max())
-    return {"theory_max_over_L": spec.lambda_max / depth,
+    return {"theory_max_over_qL": spec.lambda_max / (q_star * depth),
+            "measured_max_over_qL": top / (q_star * depth),
+            "theory_max_over_L": spec.lambda_max / depth,
             "measured_max_over_L": top / depth, "theory_mean_over_L": spec.mean / depth,
             "measured_mean_over_L": float(ev.mean()) / depth,
             "theory_mass_near_max": spec.mass_above((1 - near) * spec.lambda_max),
@@ -244,7 +247,10 @@ def online_sgd_lr_vs_depth(depth: int, lrs: tuple[float, ...], steps: int = 2000
                            seed: int = 0, data_dir: str | None = None) -> dict[str, Any]:
     """Online SGD (batch 1, cross-entropy) of an orthogonal critical tanh MLP (784 -> width x
     (depth - 1) -> 10, at ``q_star``) on the first ``steps`` MNIST training images, once per
-    learning rate from the same init; returns each rate's test loss on ``n_eval`` test images
+    learning rate from the same init. The standardised images are scaled by
+    ``((q* - sigma_b^2) / sigma_w^2)^(1/2)`` so the first pre-activations enter at ``q*``
+    (every layer at the fixed point, as in the theory). Returns each rate's test loss on
+    ``n_eval`` test images
     (``inf`` when it diverged), the best rate and ``max_ok_lr``, the largest rate whose loss
     ended below the loss at init (the edge of stability on the grid)."""
     x, y, probe = mnist_tensors(steps, n_eval, data_dir)
@@ -253,6 +259,8 @@ def online_sgd_lr_vs_depth(depth: int, lrs: tuple[float, ...], steps: int = 2000
     _, yt = load_mnist_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
     probe_y = yt[:n_eval].long()
     cp = critical_point("tanh", q_star=q_star)
+    scale = math.sqrt((q_star - cp.sigma_b**2) / cp.sigma_w**2)
+    x, probe = x * scale, probe * scale
     with torch.no_grad():
         init_loss = float(nn.functional.cross_entropy(
             critical_mlp(depth, width, "orthogonal", cp.sigma_b, seed)(probe), probe_y))
