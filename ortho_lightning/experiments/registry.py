@@ -30,8 +30,8 @@ from ortho_lightning.exceptions import ConfigurationError
 
 PACKAGE = "ortho_lightning.experiments"
 #: modules of :data:`PACKAGE` that run grids rather than measure: never callable from a config
-INFRASTRUCTURE = frozenset({"cli", "grid", "locks", "registry", "report", "runner", "sweep",
-                            "table"})
+INFRASTRUCTURE = frozenset({"cli", "grid", "locks", "ray_backend", "registry", "report", "runner",
+                            "sweep", "table"})
 #: entry-point group through which installed packages register experiment functions
 ENTRY_POINT_GROUP = "ortho_lightning.experiments"
 

@@ -15,6 +15,7 @@ from ortho_lightning.experiments.grid import expand, load_grid
 from ortho_lightning.experiments.report import make_report
 from ortho_lightning.experiments.runner import run_grid
 from tests.adversarial import untrusted
+from tests.experiments import fake_cells  # noqa: F401  (registers quadratic)
 
 GRIDS = sorted(Path("recipes/experiments").glob("*.yaml"))
 UNTRUSTED_CELL = "tests.adversarial.untrusted:cell"
