@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ortho_lightning.activations import Activation, activation_name, get_activation
+from ortho_lightning.activations import Activation, activation_name
 from ortho_lightning.theory.free_probability import (
     SpectralDensity,
     _check_depth,
@@ -39,10 +39,10 @@ from ortho_lightning.theory.free_probability import (
     _m_of_zeta,
     _q_star,
     _sine_grid,
+    binned_derivative_law,
     contour_law,
     squared_derivative_law,
 )
-from ortho_lightning.theory.quadrature import derivative
 
 _ORDER = 6  # moments computed (power series order)
 
@@ -278,26 +278,6 @@ def _atoms(law, sigma_w: float, depth: int, weights: str) -> dict[float, float]:
     return nu
 
 
-def _depth_two(activation, sigma_w, q, grid_size, moments, loc, mass):
-    """``T_2 = I + sigma_w^2 W D^2 W^T`` has the law of ``1 + sigma_w^2 phi'(h)^2`` itself:
-    its continuous part binned from a fine trapezoid rule in ``h`` (edge singularities of the
-    law of ``phi'^2`` stay integrable); atoms as found."""
-    fn = get_activation(activation)
-    z = np.linspace(-12.0, 12.0, 400001)
-    u = 1.0 + sigma_w**2 * np.asarray(
-        derivative(fn)(torch.as_tensor(math.sqrt(q) * z, dtype=torch.float64)) ** 2)
-    p = np.exp(-z * z / 2) * (z[1] - z[0]) / math.sqrt(2 * math.pi)
-    cont = ~np.isin(np.round(u, 12), np.round(loc, 12))
-    lo, top = float(u[cont].min()), float(u[cont].max())
-    edges = np.linspace(lo, top, grid_size + 1)
-    cell, _ = np.histogram(u[cont], bins=edges, weights=p[cont])
-    width = np.diff(edges)
-    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    dens = SpectralDensity(t(0.5 * (edges[1:] + edges[:-1]) * q), t(cell / width / q),
-                           t(width * q), t(edges * q), t(loc * q), t(mass))
-    return ConditionalFisherSpectrum(moments, moments[0], top * q, dens, q, 2)
-
-
 def conditional_fisher_moments(
     activation: str | Activation,
     sigma_w: float,
@@ -372,8 +352,9 @@ def conditional_fisher_spectrum(
         dens = SpectralDensity(t(g), t(np.zeros(grid_size)), t(np.diff(e)), t(e),
                                t(loc * q), t(mass))
         return ConditionalFisherSpectrum(moments, moments[0], top, dens, q, depth)
-    if depth == 2 and weights == "orthogonal":  # T_2 = 1 + sigma_w^2 D^2 (up to rotation)
-        return _depth_two(activation, sigma_w, q, grid_size, moments, loc, mass)
+    if depth == 2 and weights == "orthogonal":  # T_2 = I + sigma_w^2 W D^2 W^T ~ 1 + sw^2 D^2
+        dens = binned_derivative_law(activation, q, q * sigma_w**2, q, grid_size, loc * q, mass)
+        return ConditionalFisherSpectrum(moments, moments[0], float(dens.edges[-1]), dens, q, 2)
     contour = contour_law(activation, q) if law.atoms.size == 0 else None
     if contour is not None:
         values, probs, mode = contour[0], contour[1], "contour"

@@ -420,6 +420,35 @@ class SpectralDensity:
         return out
 
 
+def binned_derivative_law(
+    activation: str | Activation,
+    q_star: float,
+    scale: float,
+    shift: float,
+    grid_size: int,
+    atoms: np.ndarray,
+    atom_masses: np.ndarray,
+) -> SpectralDensity:
+    """The law of ``shift + scale phi'(h)^2``, ``h ~ N(0, q_star)``, as a
+    :class:`SpectralDensity`: its continuous part binned on ``grid_size`` equal cells from a
+    400001-point trapezoid rule in ``h`` (edge singularities of the law stay integrable), the
+    given ``atoms`` (final coordinates) apart. This is the exact law of a one-layer orthogonal
+    Jacobian (``shift = 0``) and of a depth-2 single-input NTK (``shift = 1``)."""
+    z = np.linspace(-12.0, 12.0, 400001)
+    u = shift + scale * _derivative(get_activation(activation), math.sqrt(q_star) * z) ** 2
+    p = np.exp(-z * z / 2) * (z[1] - z[0]) / math.sqrt(2 * math.pi)
+    cont = np.ones_like(u, dtype=bool)
+    for a in np.asarray(atoms, dtype=float):
+        cont &= np.abs(u - a) > 1e-12 * max(abs(a), 1.0)
+    lo, top = float(u[cont].min()), float(u[cont].max())
+    edges = np.linspace(lo, top, grid_size + 1)
+    cell, _ = np.histogram(u[cont], bins=edges, weights=p[cont])
+    width = np.diff(edges)
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return SpectralDensity(t(0.5 * (edges[1:] + edges[:-1])), t(cell / width), t(width),
+                           t(edges), t(atoms), t(atom_masses))
+
+
 def _uniform(lo: float, hi: float, n: int, atoms: np.ndarray, masses: np.ndarray):
     """A spectrum with zero continuous part on a uniform grid (purely atomic laws)."""
     e = np.linspace(lo, hi, n + 1)
@@ -498,6 +527,9 @@ def jacobian_spectrum_density(
     top, zeta_top = logx.top_edge(a_max)
     if atom_masses.sum() >= 1 - 1e-9:  # purely atomic law
         return _uniform(0.0, 1.5 * max(float(atoms.max()), 1e-12), grid_size, atoms, atom_masses)
+    if depth == 1 and weights == "orthogonal":  # J J^T ~ sigma_w^2 D^2 itself
+        return binned_derivative_law(activation, q, sigma_w**2, 0.0, grid_size, atoms,
+                                     atom_masses)
     refine = grid_power is None and logx.mode == "contour"
     if grid_power is None:
         grid_power = float(min((2 if weights == "gaussian" else 1) * (depth + 1), 90))

@@ -275,3 +275,15 @@ def test_mass_warning_fires_at_one_in_a_million():
     with pytest.warns(RuntimeWarning, match=r"not 1 to 1e-06: the grid under-resolves"):
         spec = jacobian_spectrum_density("tanh", cp.sigma_w, cp.sigma_b, 2, "orthogonal")
     assert 1e-6 < abs(spec.continuous_mass - 1) < 1e-3
+
+
+def test_depth_one_orthogonal_is_the_law_of_phi_prime_squared():
+    """J J^T = sigma_w^2 W^T D^2 W ~ sigma_w^2 D^2: binned from the exact law (the continuation
+    had no top-edge minimum there and returned nan)."""
+    cp = critical_point("tanh", q_star=0.0259)
+    spec = _no_warning_density("tanh", cp.sigma_w, cp.sigma_b, 1, "orthogonal", q_star=0.0259)
+    mo = jacobian_moments("tanh", cp.sigma_w, cp.sigma_b, 1, "orthogonal", q_star=0.0259)
+    assert spec.continuous_mass == pytest.approx(1.0, abs=1e-9)
+    assert spec.moment(1) == pytest.approx(mo.mean, rel=1e-4)
+    assert spec.moment(2) - spec.moment(1) ** 2 == pytest.approx(mo.variance, rel=1e-2)
+    assert float(spec.edges[-1]) == pytest.approx(cp.sigma_w**2, rel=1e-9)  # phi'(0)^2 = 1
