@@ -75,49 +75,68 @@ def isometry_at_init(depth: int, weights: str, width: int = 256, sigma_b: float 
     }
 
 
+def trailing_means(values: Sequence[float], window: int = 1) -> list[float]:
+    """The mean of the last ``window`` values (fewer at the start) at each position; a NaN or
+    infinity in the window makes that mean non-finite."""
+    if window < 1:
+        raise ConfigurationError(f"trailing_means: window must be >= 1, received {window!r}")
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1):i + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
 def first_crossing(steps: Sequence[int], values: Sequence[float], target: float, *,
                    above: bool = False, window: int = 1) -> int | None:
-    """The first step at which the trailing mean of the last ``window`` logged values (fewer at
-    the start) is ``<= target`` (``>= target`` with ``above=True``); ``None`` if never.
+    """The first step at which the :func:`trailing_means` of the logged values is
+    ``<= target`` (``>= target`` with ``above=True``); ``None`` if never.
 
-    ``steps`` and ``values`` are one run's logged points in step order. A NaN or infinite value
-    inside the window makes the mean non-finite, which never counts as reaching the target.
+    ``steps`` and ``values`` are one run's logged points in step order; a non-finite mean never
+    counts as reaching the target.
     """
-    if window < 1:
-        raise ConfigurationError(f"first_crossing: window must be >= 1, received {window!r}")
     if len(steps) != len(values):
         raise ConfigurationError(
             f"first_crossing: steps and values differ in length ({len(steps)} vs {len(values)})")
-    for i, step in enumerate(steps):
-        chunk = values[max(0, i - window + 1):i + 1]
-        mean = sum(chunk) / len(chunk)
+    for step, mean in zip(steps, trailing_means(values, window)):
         if math.isfinite(mean) and (mean >= target if above else mean <= target):
             return step
     return None
 
 
-def steps_to_targets(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], column: str,
-                     targets: Sequence[float], *, above: bool = False,
-                     window: int = 1) -> dict[tuple, dict[float, list[int | None]]]:
-    """Per group of axis values (the table's columns between the cell id and the seed), per
-    target, the list over that group's cells (seed order) of :func:`first_crossing` of
-    ``column``. Rows without a value in ``column`` are skipped (e.g. validation-only rows)."""
+def runs_by_group(columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+                  column: str) -> dict[tuple, list[tuple[list[int], list[float]]]]:
+    """Per group of axis values (the table's columns between the cell id and the seed), the
+    ``(steps, values)`` of ``column`` of each of the group's cells, in seed order and step
+    order. Rows without a number in ``column`` are skipped (e.g. validation-only rows)."""
     from ortho_lightning.experiments.table import ID_COLUMN, SEED_COLUMN, STEP_COLUMN
 
     axes = list(columns[1:list(columns).index(SEED_COLUMN)])
-    runs: dict[str, list[Mapping[str, Any]]] = {}
+    cells: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         if isinstance(r.get(column), (int, float)):
-            runs.setdefault(r[ID_COLUMN], []).append(r)
-    out: dict[tuple, dict[float, list[int | None]]] = {}
-    for cell_rows in sorted(runs.values(), key=lambda rs: rs[0][SEED_COLUMN]):
+            cells.setdefault(r[ID_COLUMN], []).append(r)
+    out: dict[tuple, list[tuple[list[int], list[float]]]] = {}
+    for cell_rows in sorted(cells.values(), key=lambda rs: rs[0][SEED_COLUMN]):
         cell_rows = sorted(cell_rows, key=lambda r: r[STEP_COLUMN])
-        steps = [r[STEP_COLUMN] for r in cell_rows]
-        values = [float(r[column]) for r in cell_rows]
-        per_target = out.setdefault(tuple(cell_rows[0][a] for a in axes), {t: [] for t in targets})
-        for t in targets:
-            per_target[t].append(first_crossing(steps, values, t, above=above, window=window))
+        out.setdefault(tuple(cell_rows[0][a] for a in axes), []).append(
+            ([r[STEP_COLUMN] for r in cell_rows], [float(r[column]) for r in cell_rows]))
     return out
+
+
+def steps_to_targets(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], column: str,
+                     targets: Sequence[float], *, above: bool = False,
+                     window: int = 1) -> dict[tuple, dict[float, list[int | None]]]:
+    """Per group of axis values (see :func:`runs_by_group`), per target, the list over the
+    group's cells (seed order) of :func:`first_crossing` of ``column``."""
+    return {group: {t: [first_crossing(steps, values, t, above=above, window=window)
+                        for steps, values in runs] for t in targets}
+            for group, runs in runs_by_group(columns, rows, column).items()}
+
+
+def _group_order(group: tuple) -> list[tuple[int, Any]]:
+    """Sort key of a group of axis values: numbers by value, then everything else as text."""
+    return [(0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in group]
 
 
 def median_steps(hits: Sequence[int | None]) -> int | None:
@@ -166,7 +185,7 @@ def steps_to_target_report(columns: list[str], rows: list[dict[str, Any]],
     for (column, targets, above, title), ax in zip(wanted, panels[0]):
         table = steps_to_targets(columns, rows, column, targets, above=above, window=REPORT_WINDOW)
         body = []
-        for group in sorted(table, key=lambda g: [(0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in g]):
+        for group in sorted(table, key=_group_order):
             cells = []
             for t in targets:
                 hits = table[group][t]
@@ -177,6 +196,15 @@ def steps_to_target_report(columns: list[str], rows: list[dict[str, Any]],
         sign = ">=" if above else "<="
         header = [*(a.split(".")[-1] for a in axes), *(f"{title} {sign} {t}" for t in targets)]
         parts += ["", f"### {title}", "", markdown_table(header, body)]
+        if not above:  # a loss: did it stay down? (lowest and final trailing mean, per seed)
+            runs = runs_by_group(columns, rows, column)
+            ends = []
+            for group in sorted(runs, key=_group_order):
+                means = [trailing_means(values, REPORT_WINDOW) for _, values in runs[group]]
+                ends.append([*group, ", ".join(f"{min(m):.2f}" for m in means),
+                             ", ".join(f"{m[-1]:.2f}" for m in means)])
+            parts += ["", f"{title}, lowest and final trailing mean, per seed:", "",
+                      markdown_table([*(a.split(".")[-1] for a in axes), "lowest", "final"], ends)]
         hues = sorted({g[1:] for g in table}, key=str)
         for hi, hue in enumerate(hues):
             colour = colours[hi % len(colours)]
@@ -193,6 +221,7 @@ def steps_to_target_report(columns: list[str], rows: list[dict[str, Any]],
                                 "^" if h is None else ".", color=colour, alpha=0.6)
         ax.axhline(budget, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         xs_all = sorted({g[0] for g in table})
         ax.set_xticks(xs_all, [str(x) for x in xs_all])
         ax.minorticks_off()

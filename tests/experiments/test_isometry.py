@@ -38,7 +38,7 @@ def test_first_crossing_uses_the_trailing_mean_and_never_counts_nan():
     assert first_crossing(steps, [0.1, 0.5, 0.95, 0.99], 0.9, above=True, window=2) == 30
     assert first_crossing([0, 1, 2], [2.0, math.nan, 0.1], 1.0, window=2) is None
     assert first_crossing([0, 1, 2], [2.0, math.nan, 0.1], 1.0) == 2
-    with pytest.raises(ConfigurationError, match="window"):
+    with pytest.raises(ConfigurationError, match="window must be >= 1"):
         first_crossing(steps, loss, 1.0, window=0)
 
 
@@ -50,7 +50,7 @@ def test_median_steps_counts_a_seed_that_never_got_there_as_slowest():
 
 
 def _report_rows():
-    loss = [[2.0, 0.9, 0.4], [2.0, 1.5, 0.9], [2.0, 0.8, 0.25]]
+    loss = [[2.0, 0.9, 0.4], [2.0, 0.6, 0.9], [2.0, 0.8, 0.25]]
     acc = [[0.1, 0.85, 0.95], [0.1, 0.5, 0.7], [0.1, 0.9, 0.92]]
     rows = []
     for seed in range(3):
@@ -67,11 +67,13 @@ def _report_rows():
 def test_steps_to_target_report_against_a_hand_computed_table(tmp_path, monkeypatch):
     monkeypatch.setattr(isometry, "REPORT_WINDOW", 1)
     columns, rows = _report_rows()
-    # loss: seed 0 hits 1.0/0.5 at 10/20, seed 1 hits 1.0 at 20 only, seed 2 hits all at 10/20/20
+    # loss: seed 0 hits 1.0/0.5 at 10/20, seed 1 hits 1.0 at 10 only, seed 2 hits all at 10/20/20
     table = steps_to_targets(columns, rows, "train/loss_step", (1.0, 0.5, 0.3))
-    assert table == {(4, "orthogonal"): {1.0: [10, 20, 10], 0.5: [20, None, 20], 0.3: [None, None, 20]}}
+    assert table == {(4, "orthogonal"): {1.0: [10, 10, 10], 0.5: [20, None, 20], 0.3: [None, None, 20]}}
     text = steps_to_target_report(columns, rows, tmp_path)
     assert "| 4 | orthogonal | 10 (3/3) | 20 (2/3) | — (1/3) |" in text
     # accuracy >= 0.8: seeds 0 and 2 at step 10; >= 0.9: seed 0 at 20, seed 2 at 10
     assert "| 4 | orthogonal | 10 (2/3) | 20 (2/3) |" in text
+    # lowest and final loss per seed (seed 1 went down to 0.6 and back up to 0.9)
+    assert "| 4 | orthogonal | 0.40, 0.60, 0.25 | 0.40, 0.90, 0.25 |" in text
     assert (tmp_path / "steps_to_target_vs_depth.png").is_file()
