@@ -8,6 +8,10 @@ squared singular values of the input-output Jacobian are measured per input, poo
 mean and variance are set beside the free-probability moments of
 ``ortho_lightning.theory`` (mean chi^L = 1; variance L (s_D + s_W) with s_W = 1 for Gaussian, 0
 for orthogonal weights). Pure torch, no Lightning.
+
+The training half (steps to a target loss or accuracy on MNIST against depth) runs through the
+recipe grid ``recipes/experiments/isometry_training_mnist.yaml``; :func:`steps_to_target_report`
+is its report hook.
 """
 
 from __future__ import annotations
