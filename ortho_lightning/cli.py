@@ -26,12 +26,19 @@ What this adds to a plain LightningCLI:
   folder of the other loggers), so two runs never collide. The run is named and tagged from
   the resolved config (:func:`describe_run`) unless the config names it.
 - Batch counts: ``--trainer.limit_val_batches=1`` is one batch (:class:`CLITrainer`).
+- **Errors in one line**: a configuration or data error (ours, or Lightning's
+  ``MisconfigurationException``) prints ``error: <what>`` and exits with status 2, however deep
+  in the instantiation it was raised; ``--debug`` (or ``ORTHO_LIGHTNING_DEBUG=1``) shows the
+  traceback instead. A ``--ckpt_path`` file that is truncated or corrupt (checked against the
+  zip's CRCs before anything loads it) is such an error, naming the file.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
+import zipfile
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from ortho_lightning.callbacks._logging import run_dir
+from ortho_lightning.exceptions import DataError, OrthoLightningError
 from ortho_lightning.models.base import ClassificationModule
 
 #: top-level config keys that each hold one optional callback, in the order they are added
@@ -75,8 +83,16 @@ ortho-lightning: LightningCLI over the recipe models, data modules and callbacks
   ortho-lightning experiment recipes/experiments/<grid>.yaml   run a grid (resumable)
   ortho-lightning report runs/experiments/<grid>               tables and figures of a grid
 
+A configuration error prints one line, `error: ...`, and exits with status 2; --debug (or
+ORTHO_LIGHTNING_DEBUG=1) shows its traceback.
+
 Callback slots (--<slot>=<class name>, --<slot>.<arg>=value, --<slot>.help <class name>):
 """ + "\n".join(f"  --{slot:<18}{name}" for slot, name in SLOT_CALLBACKS.items())
+
+#: ``--debug`` anywhere on the command line, or this variable set to 1: tracebacks, not one line
+DEBUG_FLAG, DEBUG_ENV = "--debug", "ORTHO_LIGHTNING_DEBUG"
+#: exit status of a configuration or data error (argparse's, for a bad command line)
+USAGE_ERROR = 2
 
 #: name of the resolved config in the run folder (W&B keeps its own ``config.yaml`` there)
 CONFIG_FILENAME = "lightning_config.yaml"
@@ -202,6 +218,33 @@ def describe_run(config: dict[str, Any]) -> tuple[str, list[str]]:
     return "-".join(parts), tags
 
 
+def check_checkpoint(ckpt_path: Any) -> None:
+    """Check that a local ``ckpt_path`` file is a whole torch checkpoint (a zip whose every
+    member matches its CRC) before Lightning loads it: ``torch.load`` loads a bit-flipped one
+    without complaint and fails on a truncated one with a message that names no file.
+    Lightning's special values (``last``, ``best``, ...) and URLs pass through.
+
+    Raises:
+        DataError: naming the file when it is missing, truncated, corrupt or not a checkpoint.
+    """
+    if not isinstance(ckpt_path, str | os.PathLike) or "://" in str(ckpt_path) or str(
+            ckpt_path) in ("last", "best", "hpc", "registry"):
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise DataError(f"--ckpt_path: expected an existing checkpoint file, got {str(path)!r}")
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            problem = f"member {bad!r} fails its CRC check (corrupt)"
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        problem = f"not a readable checkpoint: truncated or not a torch.save file ({err})"
+    if problem:
+        raise DataError(f"--ckpt_path: expected a whole torch checkpoint, got {str(path)!r}: {problem}")
+
+
 class OrthoLightningCLI(LightningCLI):
     """LightningCLI with the callback slots and data -> model links described in the module
     docstring."""
@@ -221,6 +264,15 @@ class OrthoLightningCLI(LightningCLI):
             )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as LightningCLI does, then check the subcommand's ``ckpt_path``
+        (:func:`check_checkpoint`) before anything loads it (LightningCLI reads its
+        hyper-parameters right after parsing)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_checkpoint(self.config[subcommand].get("ckpt_path"))
 
     def slot_callbacks(self) -> list[Callback]:
         """The callbacks instantiated in the named slots (empty slots skipped)."""
@@ -283,16 +335,48 @@ def finish_wandb(trainer: Trainer) -> None:
             logger.experiment.finish()
 
 
+def user_error(err: BaseException) -> BaseException | None:
+    """The configuration or data error behind ``err`` (ours, or Lightning's
+    ``MisconfigurationException``), following ``raise ... from`` and ``during handling`` links
+    (jsonargparse wraps errors raised while it instantiates a class); ``None`` if there is none."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OrthoLightningError | MisconfigurationException):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``ortho-lightning``. ``experiment`` and ``report`` go to
-    :mod:`ortho_lightning.experiments.cli`; everything else to LightningCLI."""
-    words = sys.argv[1:] if argv is None else list(argv)
-    if words and words[0] in EXPERIMENT_COMMANDS:
-        from ortho_lightning.experiments.cli import main as experiments_main
+    :mod:`ortho_lightning.experiments.cli`; everything else to LightningCLI.
 
-        return experiments_main(words)
-    cli_main(argv)
-    return 0
+    Returns 0 on success and :data:`USAGE_ERROR` (2) after printing ``error: <message>`` for a
+    configuration or data error (a traceback with ``--debug`` or ``ORTHO_LIGHTNING_DEBUG=1``).
+    """
+    words = sys.argv[1:] if argv is None else list(argv)
+    debug = DEBUG_FLAG in words or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    words = [w for w in words if w != DEBUG_FLAG]
+    if argv is None:  # LightningCLI reads sys.argv itself
+        sys.argv[1:] = words
+    try:
+        if words and words[0] in EXPERIMENT_COMMANDS:
+            from ortho_lightning.experiments.cli import main as experiments_main
+
+            return experiments_main(words)
+        cli_main(None if argv is None else words)
+        return 0
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        if debug:
+            traceback.print_exception(err)
+        print(f"error: {cause}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":
