@@ -1,6 +1,6 @@
-"""``ortho-lightning experiment <yaml> [--out DIR] [--dry-run] [--emit-sweep [PATH]]`` and
-``ortho-lightning report <folder>``: the grid runner, its W&B sweep file and the report from the
-command line."""
+"""``ortho-lightning experiment <yaml> [--out DIR] [--dry-run] [--backend ray [--address A]]
+[--emit-sweep [PATH]]`` and ``ortho-lightning report <folder>``: the grid runner (here or on a
+Ray cluster), its W&B sweep file and the report from the command line."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"output folder (default {DEFAULT_OUT}/<experiment name>)")
     exp.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     exp.add_argument("--no-progress", action="store_true", help="hide the grid progress bar")
+    exp.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local: cells one after another here; ray: each cell a Ray task "
+                     "(needs the [ray] extra; the grid's 'resources' per cell)")
+    exp.add_argument("--address", default=None,
+                     help="--backend ray: the Ray cluster ('auto' = the one `ray start` runs "
+                     "here); default: a new local cluster")
     exp.add_argument("--emit-sweep", nargs="?", const=True, default=None, metavar="PATH",
                      help="write the W&B sweep file of the grid's training cells (for `wandb "
                      "agent` on many machines) to PATH (default OUT/sweep.yaml) and exit")
@@ -47,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(out) / SWEEP_NAME if args.emit_sweep is True else Path(args.emit_sweep)
             print(f"W&B sweep: {write_sweep(grid, path)}  (start it with: wandb sweep {path})")
             return 0
+        if args.backend == "ray" and not args.dry_run:
+            from ortho_lightning.experiments.ray_backend import FAILURES_NAME, run_grid_ray
+
+            table, failures = run_grid_ray(grid, out, address=args.address,
+                                           progress=not args.no_progress)
+            print(f"results table: {table}\nsummary: {Path(out) / 'summary.md'}")
+            if failures:
+                print(f"{len(failures)} cell(s) failed, see {Path(out) / FAILURES_NAME}; run "
+                      "again to retry them")
+            return 1 if failures else 0
         table = run_grid(grid, out, dry_run=args.dry_run, progress=not args.no_progress)
         if table is not None:
             print(f"results table: {table}\nsummary: {Path(out) / 'summary.md'}")

@@ -14,6 +14,7 @@ An experiment file looks like::
     test: false                         # recipe cells: also run trainer.test after fit
     description: ...                    # shown at the top of the report
     report: {figures: [...]}            # read by ``experiments.report``
+    resources: {cpus: 1, gpus: 0}       # per cell, for ``--backend ray`` (``ray_backend``)
 
 An axis may also list *variants*: mappings with a ``name`` and the parameters they set, for arms
 that differ in several keys at once (the axis column holds the name)::
@@ -56,7 +57,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
 
 KINDS = ("function", "recipe")
 TOP_LEVEL_KEYS = ("name", "description", "kind", "function", "recipe", "base", "axes", "seed",
-                  "test", "report")
+                  "test", "report", "resources")
 
 
 @dataclass(frozen=True)
