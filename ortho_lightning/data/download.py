@@ -4,13 +4,22 @@ Each file is streamed into a temporary file in the destination folder, its md5 c
 only then renamed to its final name (``os.replace``, atomic on one file system). An interrupted
 or corrupt download therefore never leaves a file under an MNIST name that a later run would
 trust. Files already on disk are never checked here: they are parsed strictly when loaded.
+
+Two limits bound the time spent: ``timeout`` for a connection or the next bytes of one mirror,
+and ``deadline`` for the whole call, every file and mirror together (a mirror that trickles a
+byte every few seconds never trips the first; a blackholed one costs ``timeout`` per file per
+mirror). When the deadline passes the transfer in progress is cut (its socket shut down), no
+further mirror is tried, and the error says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
+import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -42,6 +51,8 @@ MNIST_MIRRORS: tuple[str, ...] = (
 
 #: Seconds to wait for a connection or for the next chunk of data.
 DEFAULT_TIMEOUT = 30.0
+#: Seconds a whole download (every file, every mirror) may take: MNIST's 11 MB at 20 KB/s.
+DEFAULT_DEADLINE = 600.0
 
 _CHUNK = 1 << 16
 _SCHEMES = ("http", "https", "file")
@@ -80,48 +91,105 @@ def check_mirrors(mirrors: Sequence[str]) -> list[str]:
     return checked
 
 
-def _fetch_into(url: str, handle, timeout: float) -> str:
-    """Stream ``url`` into the open binary ``handle``; return the md5 of what was read."""
+class DeadlineError(DataError):
+    """The overall download deadline passed."""
+
+
+def _cut(response) -> None:
+    """Shut down the socket under ``response`` so a read blocked on it in another thread
+    returns (at the deadline); a no-op for responses without one (``file:`` URLs)."""
+    try:
+        fd = os.dup(response.fileno())
+    except (OSError, ValueError, AttributeError):
+        return
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # not a socket
+        os.close(fd)
+        return
+    with sock:  # closes only the duplicate
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _fetch_into(url: str, handle, timeout: float, until: float) -> str:
+    """Stream ``url`` into the open binary ``handle`` before the monotonic time ``until``;
+    return the md5 of what was read."""
     digest = hashlib.md5()
     received = 0
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    left = until - time.monotonic()
+    if left <= 0:
+        raise DeadlineError("deadline passed before it was tried")
+    with urllib.request.urlopen(url, timeout=min(timeout, left)) as response:
         length = response.headers.get("Content-Length")
-        while chunk := response.read(_CHUNK):
-            digest.update(chunk)
-            handle.write(chunk)
-            received += len(chunk)
+        watchdog = threading.Timer(max(until - time.monotonic(), 0.0), _cut, (response,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            # read1: whatever has arrived (read() would wait for a full chunk, byte by byte)
+            while chunk := response.read1(_CHUNK):
+                digest.update(chunk)
+                handle.write(chunk)
+                received += len(chunk)
+                if time.monotonic() >= until:
+                    break
+        except OSError:
+            if time.monotonic() < until:
+                raise
+        finally:
+            watchdog.cancel()
+    if time.monotonic() >= until and (length is None or received != int(length)):
+        raise DeadlineError(f"deadline passed after {received} of {length or '?'} bytes")
     if length is not None and received != int(length):
         raise DataError(f"connection closed after {received} of {length} bytes")
     return digest.hexdigest()
 
 
+def check_deadline(deadline: float) -> float:
+    """``deadline`` as a float after checking it is a positive number of seconds."""
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0:
+        raise ConfigurationError(
+            f"download deadline: expected a positive number of seconds, got {deadline!r}")
+    return float(deadline)
+
+
 def download_file(
-    urls: Sequence[str], dest: str | os.PathLike, md5: str, timeout: float = DEFAULT_TIMEOUT
+    urls: Sequence[str], dest: str | os.PathLike, md5: str, timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> Path:
     """Download one file to ``dest``, trying ``urls`` in order, accepting only bytes with ``md5``.
 
     The data goes to a temporary file beside ``dest`` that is renamed to ``dest`` only after
-    its md5 matched; on any failure the temporary file is removed.
+    its md5 matched; on any failure the temporary file is removed. ``timeout`` bounds the wait
+    for a connection or the next bytes, ``deadline`` (seconds) the whole call.
 
     Returns:
         ``dest`` as a :class:`~pathlib.Path`.
 
     Raises:
-        DataError: when every URL failed, listing each URL with its reason.
+        DataError: when every URL failed or the deadline passed, listing each URL with its reason.
     """
+    until = time.monotonic() + check_deadline(deadline)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in urls:
+        if time.monotonic() >= until:
+            failures.append(f"{url} (not tried: the overall deadline had passed)")
+            continue
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
-                got = _fetch_into(url, handle, timeout)
+                got = _fetch_into(url, handle, timeout, until)
             if got != md5:
                 raise DataError(f"md5 mismatch: expected {md5}, got {got}")
             os.replace(tmp, dest)
             return dest
+        except DeadlineError as err:
+            failures.append(f"{url} (the overall deadline passed: {err})")
         except Exception as err:
             # Any failure (refused, timeout, HTTP error, cut connection, md5) -> next mirror.
             failures.append(f"{url} ({type(err).__name__}: {err})")
@@ -136,6 +204,7 @@ def download_mnist(
     mirrors: Sequence[str] | None = None,
     md5: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> list[Path]:
     """Download the MNIST files ``names`` into ``folder`` from ``mirrors``, md5-checked.
 
@@ -145,6 +214,8 @@ def download_mnist(
         mirrors: base URLs tried in order (default :data:`MNIST_MIRRORS`).
         md5: expected md5 per file name (default :data:`MNIST_MD5`, read at call time).
         timeout: seconds to wait for a connection or the next chunk.
+        deadline: seconds the whole call may take (every file and mirror); once passed, the
+            transfer in progress is cut and nothing more is tried.
 
     Returns:
         The paths written, in the order of ``names``.
@@ -153,6 +224,7 @@ def download_mnist(
         DataError: naming the files that could not be downloaded, every URL tried with its
             reason, the folder, and how to provide the files by hand.
     """
+    until = time.monotonic() + check_deadline(deadline)
     folder = Path(folder)
     mirrors = check_mirrors(MNIST_MIRRORS if mirrors is None else mirrors)
     table = MNIST_MD5 if md5 is None else md5
@@ -162,12 +234,15 @@ def download_mnist(
             raise ConfigurationError(f"no md5 known for {name!r}; known files: {sorted(table)}")
         urls = [mirror.rstrip("/") + "/" + name for mirror in mirrors]
         try:
-            written.append(download_file(urls, folder / name, table[name], timeout))
+            left = max(until - time.monotonic(), 1e-9)  # one deadline over every file
+            written.append(download_file(urls, folder / name, table[name], timeout, left))
         except DataError as err:
             failures.append((name, str(err)))
     if failures:
         missing = ", ".join(name for name, _ in failures)
         details = "\n  ".join(reason for _, reason in failures)
+        if time.monotonic() >= until:
+            details += f"\n  (deadline={deadline:g} s for the whole download; raise it for a slow mirror)"
         raise DataError(
             f"MNIST files missing from {folder} and not downloadable: {missing}.\n  {details}\n"
             + how_to_provide(folder)
