@@ -161,10 +161,12 @@ def _check_function_params(target: str, keys: list[str], allow_import: bool) -> 
     unknown = [k for k in keys if k not in accepted]
     if unknown:
         raise ConfigurationError(
-            f"experiment function {target!r} has no parameter(s) {unknown}; accepted: {accepted}")
+            f"experiment function {target!r}: expected parameters among {accepted}, got unknown "
+            f"parameter(s) {unknown}")
     if "seed" not in sig.parameters:
         raise ConfigurationError(
-            f"experiment function {target!r} must take a 'seed' keyword argument")
+            f"experiment function {target!r}: expected a 'seed' keyword argument, got the "
+            f"signature {sig}")
 
 
 def _check_distinct(axis: str, values: list[Any]) -> None:
@@ -191,17 +193,19 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
     :mod:`ortho_lightning.experiments.registry`) or a parameter it does not accept.
     """
     if not isinstance(spec, Mapping):
-        raise ConfigurationError(f"experiment file must be a mapping, received {type(spec).__name__}")
+        raise ConfigurationError(f"experiment file: expected a mapping, got a {type(spec).__name__}")
     unknown = [k for k in spec if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise ConfigurationError(
-            f"experiment file has unknown key(s) {unknown}; accepted: {list(TOP_LEVEL_KEYS)}")
+            f"experiment file: expected keys among {list(TOP_LEVEL_KEYS)}, got unknown key(s) "
+            f"{unknown}")
     kind = spec.get("kind", "function")
     if kind not in KINDS:
-        raise ConfigurationError(f"experiment 'kind' must be one of {list(KINDS)}, received {kind!r}")
+        raise ConfigurationError(f"experiment 'kind': expected one of {list(KINDS)}, got {kind!r}")
     target = spec.get(kind)
     if not target:
-        raise ConfigurationError(f"experiment of kind {kind!r} needs a {kind!r} key")
+        raise ConfigurationError(
+            f"experiment {kind!r}: expected a {kind!r} key for kind {kind!r}, got {target!r}")
     name = check_name(spec.get("name") or (source.stem if source else "experiment"),
                       "experiment 'name'")
     report = spec.get("report") or {}
@@ -213,30 +217,34 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
     base = dict(spec.get("base") or {})
     axes_spec = spec.get("axes") or {}
     if not isinstance(axes_spec, Mapping):
-        raise ConfigurationError(f"experiment 'axes' must be a mapping, received {axes_spec!r}")
+        raise ConfigurationError(
+            f"experiment 'axes': expected a mapping of names to lists, got {axes_spec!r}")
     axes: dict[str, list[Any]] = {}
     for key, values in axes_spec.items():
         if not isinstance(values, list):
             raise ConfigurationError(
-                f"experiment axis {key!r} must be a list of values, received {values!r}")
+                f"experiment axis {key!r}: expected a list of values, got {values!r}")
         if not values:
-            raise ConfigurationError(f"experiment axis {key!r} is empty; give at least one value")
+            raise ConfigurationError(f"experiment axis {key!r}: expected at least one value, got []")
         if key in base:
-            raise ConfigurationError(f"experiment key {key!r} is both in 'base' and in 'axes'")
+            raise ConfigurationError(
+                f"experiment key {key!r}: expected in 'base' or in 'axes', got it in both")
         if key == "seed":
-            raise ConfigurationError("put 'seed' at the top level of the experiment file, not in 'axes'")
+            raise ConfigurationError(
+                "experiment 'seed': expected at the top level of the file, got it in 'axes'")
         variants = [v for v in values if isinstance(v, Mapping)]
         if variants and (len(variants) != len(values)
                          or not all(isinstance(v.get("name"), str) for v in variants)):
             raise ConfigurationError(
-                f"experiment axis {key!r}: variants must all be mappings with a string 'name' "
-                f"(and the parameters they set), received {values!r}")
+                f"experiment axis {key!r}: expected variants that are all mappings with a string "
+                f"'name' (and the parameters they set), got {values!r}")
         _check_distinct(key, [v["name"] if isinstance(v, Mapping) else v for v in values])
         axes[key] = list(values)
     seeds = spec.get("seed", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigurationError(f"experiment 'seed' must be an int or a non-empty list of ints, received {seeds!r}")
+        raise ConfigurationError(
+            f"experiment 'seed': expected an int or a non-empty list of ints, got {seeds!r}")
     if kind == "function":
         keys = [k for k, vs in axes.items() if not isinstance(vs[0], Mapping)]
         keys += [p for vs in axes.values() for v in vs if isinstance(v, Mapping) for p in v if p != "name"]
@@ -259,7 +267,8 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
                               dict(params), dict(axis_values), seed))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
-        raise ConfigurationError(f"experiment {name!r} has repeated cells (duplicate axis values?)")
+        raise ConfigurationError(
+            f"experiment {name!r}: expected distinct cells, got repeated ones (a seed twice?)")
     return Grid(name, kind, run_target, base, axes, list(seeds), cells, dict(spec), source,
                 allow_import)
 
@@ -268,7 +277,7 @@ def load_grid(path: str | Path, *, allow_import: bool = False) -> Grid:
     """Read an experiment YAML and expand it (see :func:`expand`)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigurationError(f"experiment file {str(path)!r} does not exist")
+        raise ConfigurationError(f"experiment file: expected an existing file, got {str(path)!r}")
     with path.open() as fh:
         spec = yaml.safe_load(fh)
     return expand(spec, source=path, allow_import=allow_import)

@@ -72,11 +72,13 @@ def _import(target: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigurationError(
-            f"experiment 'function': cannot import module {module_name!r} ({err})") from err
+            f"experiment 'function': expected an importable module, got {module_name!r} "
+            f"({err})") from err
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigurationError(
-            f"experiment 'function': module {module_name!r} has no callable {attr!r}")
+            f"experiment 'function': expected a callable of {module_name!r}, got {attr!r} "
+            "(no callable of that name there)")
     return fn
 
 
@@ -92,7 +94,7 @@ def resolve_function(target: str, allow_import: bool = False) -> Callable[..., A
     """
     if not isinstance(target, str) or ":" not in target:
         raise ConfigurationError(
-            f"experiment 'function' must be 'module:function', received {target!r}")
+            f"experiment 'function': expected 'module:function', got {target!r}")
     if target in _REGISTERED:
         return _REGISTERED[target]
     if allow_import:
@@ -103,8 +105,8 @@ def resolve_function(target: str, allow_import: bool = False) -> Callable[..., A
         fn = _import(target)
         if (attr.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != module_name):
             raise ConfigurationError(
-                f"experiment 'function': {target!r} is not a public function defined in "
-                f"{module_name!r}, so a config may not call it")
+                f"experiment 'function': expected a public function defined in "
+                f"{module_name!r}, got {target!r}, which is not one (a config may not call it)")
         return fn
     found = _entry_point(target)
     if found is not None:

@@ -47,7 +47,7 @@ def _grid(tmp_path: Path, **spec) -> str:
 
 def test_a_bad_grid_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["experiment", _grid(tmp_path, kind="shell")]) == USAGE_ERROR
-    assert "experiment 'kind' must be one of ['function', 'recipe'], received 'shell'" in _one_line(capsys)
+    assert "error: experiment 'kind': expected one of ['function', 'recipe'], got 'shell'" in _one_line(capsys)
 
 
 def test_an_unregistered_function_is_one_line(tmp_path, capsys):

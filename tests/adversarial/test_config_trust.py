@@ -50,7 +50,7 @@ def test_unregistered_functions_are_refused(target):
     "ortho_lightning.experiments.ntk:_fit",           # private helper
 ])
 def test_only_public_functions_defined_in_an_experiment_module(target):
-    with pytest.raises(ConfigurationError, match="is not a public function defined in"):
+    with pytest.raises(ConfigurationError, match="expected a public function defined in"):
         registry.resolve_function(target)
 
 

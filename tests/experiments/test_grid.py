@@ -47,13 +47,13 @@ def test_load_grid_reads_yaml(tmp_path):
 
 BAD = [
     ("unknown_top_key", {"axis": {"a": [1]}}, "unknown key(s) ['axis']"),
-    ("empty_axis", {"axes": {"a": []}}, "axis 'a' is empty"),
-    ("axis_not_list", {"axes": {"a": 3}}, "axis 'a' must be a list"),
-    ("unknown_param", {"axes": {"a": [1], "depth": [4]}}, "no parameter(s) ['depth']"),
-    ("bad_kind", {"kind": "shell"}, "'kind' must be one of ['function', 'recipe']"),
-    ("bad_function", {"function": "ortho_lightning.experiments.fisher:nope"}, "no callable 'nope'"),
-    ("base_and_axis", {"base": {"a": 1}}, "'a' is both in 'base' and in 'axes'"),
-    ("bad_seed", {"seed": []}, "'seed' must be an int or a non-empty list"),
+    ("empty_axis", {"axes": {"a": []}}, "axis 'a': expected at least one value, got []"),
+    ("axis_not_list", {"axes": {"a": 3}}, "axis 'a': expected a list of values, got 3"),
+    ("unknown_param", {"axes": {"a": [1], "depth": [4]}}, "got unknown parameter(s) ['depth']"),
+    ("bad_kind", {"kind": "shell"}, "'kind': expected one of ['function', 'recipe'], got 'shell'"),
+    ("bad_function", {"function": "ortho_lightning.experiments.fisher:nope"}, "expected a callable of 'ortho_lightning.experiments.fisher', got 'nope'"),
+    ("base_and_axis", {"base": {"a": 1}}, "'a': expected in 'base' or in 'axes', got it in both"),
+    ("bad_seed", {"seed": []}, "'seed': expected an int or a non-empty list of ints, got []"),
 ]
 
 
@@ -65,7 +65,7 @@ def test_bad_specs_raise_naming_the_key(over, message):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigurationError, match="does not exist"):
+    with pytest.raises(ConfigurationError, match="expected an existing file, got"):
         load_grid(tmp_path / "nope.yaml")
 
 
@@ -84,10 +84,10 @@ def test_variant_axis_sets_several_keys_and_names_the_column():
 
 
 def test_variant_params_of_a_function_are_checked():
-    with pytest.raises(ConfigurationError, match=r"no parameter\(s\) \['depth'\]"):
+    with pytest.raises(ConfigurationError, match=r"got unknown parameter\(s\) \['depth'\]"):
         expand(spec(axes={"v": [{"name": "x", "a": 1.0, "depth": 3}]}))
 
 
 def test_variant_without_name_is_rejected():
-    with pytest.raises(ConfigurationError, match="variants must all be mappings with a string 'name'"):
+    with pytest.raises(ConfigurationError, match="expected variants that are all mappings with a string 'name'"):
         expand(spec(axes={"v": [{"a": 1.0}, {"name": "y", "a": 2.0}]}))
