@@ -17,15 +17,15 @@ MNIST epoch is 469 steps): the MLP 784-256x8-10 tanh (``MLPClassifier``) and the
 
     .venv/bin/python benchmarks/bench_monitors.py [--models mlp rnn] [--steps 300] [--repeats 3]
 
-``--recipe`` instead measures the monitors at the cadence of ``recipes/mnist_mlp_critical.yaml``
-(the 784-256x20-10 tanh MLP, orthogonal critical init, SGD lr 0.01 momentum 0.9, batch 128;
-Jacobian every 100 steps on 32 probe samples, weights every 100 steps, Fisher every epoch on
-16, each also at fit start; an offline W&B logger receiving the scalars and histograms):
-``--recipe-epochs`` epochs on MNIST-shaped random data, trained with no monitor, with the
-recipe's three monitors, and with the same three ``log_spaced=True``, interleaved round by
-round (``--rounds``). Process CPU seconds, not wall time (the machine is shared). The table
-gives each run's overhead, the CPU cost of one measurement of each monitor inside the run
-(logging included), and from those the overhead over the recipe's full 6 epochs (2814 steps).
+``--recipe`` instead measures the monitors of ``recipes/mnist_mlp_critical.yaml`` with the
+arguments that file gives them (read from it, figures and cadence included) on the recipe's
+model (784-256x20-10 tanh MLP, orthogonal critical init, SGD lr 0.01 momentum 0.9, batch 128,
+430 steps an epoch, offline W&B logger receiving scalars, histograms and figures; MNIST-shaped
+random data): ``--recipe-epochs`` epochs trained with no monitor, with the recipe's monitors,
+and with the same at ``log_spaced=False``, interleaved round by round (``--rounds``). Process
+CPU seconds, not wall time (the machine is shared). The table gives each run's overhead, the
+CPU cost of one measurement of each monitor inside the run (logging included), and from those
+the overhead over the recipe's full 6 epochs (2580 steps).
 
     .venv/bin/python benchmarks/bench_monitors.py --recipe [--recipe-epochs 1] [--rounds 2]
 """
@@ -37,6 +37,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
@@ -155,13 +156,26 @@ def report(model_name: str, steps: int, repeats: int) -> None:
     print(f"{'  3 monitors, defaults':<26}{with_monitors:>9.2f}{with_monitors / base:>9.3f}")
 
 
-def recipe_monitors(log_spaced: bool) -> list:
-    """The three monitors of ``recipes/mnist_mlp_critical.yaml`` (optionally log-spaced)."""
-    return [
-        JacobianSpectrumMonitor(every_n_steps=100, probe_size=32, log_spaced=log_spaced),
-        FisherSpectrumMonitor(every_n_epochs=1, probe_size=16),
-        WeightSpectrumMonitor(every_n_steps=100, log_spaced=log_spaced),
-    ]
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mnist_mlp_critical.yaml"
+RECIPE_STEPS_PER_EPOCH = 430  # MNISTDataModule: 55,000 training images (5,000 held out), batch 128
+
+
+def recipe_monitors(log_spaced: bool | None = None) -> list:
+    """The monitors of ``recipes/mnist_mlp_critical.yaml``, with the arguments it gives them
+    (read from the file, so this follows the recipe); ``log_spaced`` overrides its cadence."""
+    import importlib
+
+    import yaml
+
+    config = yaml.safe_load(RECIPE.read_text())
+    monitors = []
+    for key in ("jacobian_monitor", "fisher_monitor", "weight_monitor"):
+        module, _, name = config[key]["class_path"].rpartition(".")
+        kwargs = dict(config[key].get("init_args", {}))
+        if log_spaced is not None and kwargs.get("every_n_steps"):
+            kwargs["log_spaced"] = log_spaced
+        monitors.append(getattr(importlib.import_module(module), name)(**kwargs))
+    return monitors
 
 
 def timed(monitor):
@@ -204,7 +218,7 @@ def recipe_fit_cpu_seconds(epochs: int, monitors: list, save_dir: str) -> float:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    loader = data((1, 28, 28), STEPS_PER_EPOCH)
+    loader = data((1, 28, 28), RECIPE_STEPS_PER_EPOCH)
     start = time.process_time()
     trainer.fit(model, loader)
     seconds = time.process_time() - start
@@ -214,7 +228,7 @@ def recipe_fit_cpu_seconds(epochs: int, monitors: list, save_dir: str) -> float:
 
 def recipe_count(monitor, epochs: int) -> int:
     """Measurements ``monitor`` makes in ``epochs`` epochs of 469 steps (fit start included)."""
-    steps = range(1, epochs * STEPS_PER_EPOCH + 1)
+    steps = range(1, epochs * RECIPE_STEPS_PER_EPOCH + 1)
     count = int(monitor.on_fit_start) + sum(map(monitor.is_cadence_step, steps))
     return count + (epochs // monitor.every_n_epochs if monitor.every_n_epochs else 0)
 
@@ -222,8 +236,8 @@ def recipe_count(monitor, epochs: int) -> int:
 def recipe_report(epochs: int, rounds: int, full_epochs: int = 6) -> None:
     variants = {
         "no monitors": lambda: [],
-        "recipe monitors, every 100 steps": lambda: recipe_monitors(False),
-        "same, log_spaced=True": lambda: recipe_monitors(True),
+        "the recipe's monitors, as configured": recipe_monitors,
+        "same, log_spaced=False": lambda: recipe_monitors(log_spaced=False),
     }
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     per_call: dict[str, list[float]] = {name: [] for name in variants}
@@ -234,10 +248,10 @@ def recipe_report(epochs: int, rounds: int, full_epochs: int = 6) -> None:
                 cpu[name].append(recipe_fit_cpu_seconds(epochs, monitors, save_dir))
                 per_call[name] = [m.cpu_seconds / max(1, len(m.measured_steps)) for m in monitors]
     base = min(cpu["no monitors"])
-    step = base / (epochs * STEPS_PER_EPOCH)
+    step = base / (epochs * RECIPE_STEPS_PER_EPOCH)
     print(
         f"\nMLP recipe (784-256x20-10 tanh, SGD, batch 128, offline W&B logger): {epochs} "
-        f"epoch(s) = {epochs * STEPS_PER_EPOCH} steps, {rounds} interleaved rounds, process CPU "
+        f"epoch(s) = {epochs * RECIPE_STEPS_PER_EPOCH} steps, {rounds} interleaved rounds, process CPU "
         f"seconds (fastest of the rounds); bare: {1000 * step:.1f} ms a step"
     )
     print(
@@ -252,7 +266,7 @@ def recipe_report(epochs: int, rounds: int, full_epochs: int = 6) -> None:
             continue
         counts = [recipe_count(m, full_epochs) for m in monitors]
         cost = sum(c * t for c, t in zip(counts, per_call[name]))
-        full = cost / (step * full_epochs * STEPS_PER_EPOCH)
+        full = cost / (step * full_epochs * RECIPE_STEPS_PER_EPOCH)
         print(
             f"| {name} | {min(cpu[name]):.1f} | {100 * (min(cpu[name]) / base - 1):.1f}% | "
             f"{' / '.join(f'{1000 * t:.0f}' for t in per_call[name])} | "
