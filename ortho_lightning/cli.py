@@ -12,7 +12,7 @@
 What this adds to a plain LightningCLI:
 
 - **Named callback slots** ``init``, ``constraint``, ``regularizer``, ``jacobian_monitor``,
-  ``fisher_monitor``, ``weight_monitor``: each an optional callback (a ``class_path`` +
+  ``fisher_monitor``, ``weight_monitor``, ``ntk_monitor``: each an optional callback (a ``class_path`` +
   ``init_args`` block at the top level of a config), appended to ``trainer.callbacks``. A slot
   can be addressed from the command line, a grid or a ``wandb sweep``
   (``--regularizer.init_args.weight=0.5``), which a position in a list cannot.
@@ -62,6 +62,7 @@ CALLBACK_SLOTS: tuple[str, ...] = (
     "jacobian_monitor",
     "fisher_monitor",
     "weight_monitor",
+    "ntk_monitor",
 )
 #: our callback for each slot (any Callback may go in any slot; these are what the slots are for)
 SLOT_CALLBACKS: dict[str, str] = {
@@ -71,6 +72,7 @@ SLOT_CALLBACKS: dict[str, str] = {
     "jacobian_monitor": "JacobianSpectrumMonitor",
     "fisher_monitor": "FisherSpectrumMonitor",
     "weight_monitor": "WeightSpectrumMonitor",
+    "ntk_monitor": "NTKSpectrumMonitor",
 }
 #: subcommands handed to ``ortho_lightning.experiments.cli``
 EXPERIMENT_COMMANDS = ("experiment", "report")

@@ -266,6 +266,16 @@ def test_a_given_run_name_is_kept(tiny, tmp_path):
     assert "MLPClassifier" in _run_records(run)[-1].tags
 
 
+def test_ntk_monitor_slot_logs_the_kernel(tiny, tmp_path):
+    csv = json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger",
+                      "init_args": {"save_dir": str(tmp_path / "logs"), "name": "csv", "version": ""}})
+    args = [a for a in _args(tiny, tmp_path) if not a.startswith("--trainer.logger")]
+    cli = cli_main(["fit", *args, f"--trainer.logger={csv}", "--ntk_monitor=NTKSpectrumMonitor",
+                    "--ntk_monitor.probe_size=4"])
+    (monitor,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "NTKSpectrumMonitor"]
+    assert monitor.last_summary["spectra/ntk/drift"] > 0  # measured at fit start and after
+
+
 def test_a_list_of_loggers_keeps_the_wandb_name_it_gives(tiny, tmp_path):
     # the demo's setting: W&B and CSV side by side, given as a list
     loggers = json.dumps([
