@@ -71,7 +71,10 @@ class _Through(nn.Module):
     def __init__(self, owner: nn.Module, fn: Callable[[Tensor], Tensor]) -> None:
         super().__init__()
         self.owner = owner
-        self._fn = fn
+        # not registered: a submodule ``fn`` (``spectrum_output_fn`` returning ``self.layers``)
+        # would be a second path to the owner's parameters, and functional_call then left plain
+        # tensors in the owner's layers in place of their Parameters (they stopped training)
+        object.__setattr__(self, "_fn", fn)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._fn(x)
