@@ -138,7 +138,7 @@ class SpectrumMonitor(Callback):
         log_spaced: measure at steps ``every_n_steps * 2**k`` (k = 0, 1, 2, ...) instead of every
             ``every_n_steps``: a run of S steps costs ``log2(S / every_n_steps) + 1``
             measurements instead of ``S / every_n_steps``, evenly spread on a log step axis
-            (the 2814 steps of the 6-epoch MLP recipe at ``every_n_steps=100``: 5 instead of 28).
+            (the 2580 steps of the 6-epoch MLP recipe at ``every_n_steps=100``: 5 instead of 25).
             Combine with ``every_n_epochs`` for a regular check late in long runs.
         every_n_epochs: measure at the end of every this many training epochs; ``None``: never.
         on_fit_start: measure once before the first step (the init on record; skipped on resume).
