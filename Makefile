@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export ORTHO_LIGHTNING_DATA ?= $(abspath ../shared/data/mnist)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-gpu lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check ortho_lightning tests benchmarks scripts
 	$(BIN)/python -m pytest
+
+# The cores and a training with every callback on a CUDA device (tests/test_cuda.py); needs a
+# CUDA build of torch==2.13.0 in .venv (without a CUDA device it stops with a message).
+test-gpu: $(STAMP)
+	$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else f'make test-gpu: torch {torch.__version__} sees no CUDA device')"
+	$(BIN)/python -m pytest -m cuda -rs
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
