@@ -293,7 +293,9 @@ def run_exact(model, x, y, args, add) -> None:
             )
         )
     if have("nngeometry"):
-        t, ng = best_of(lambda: nngeometry_route(model, x, y), args.repeats)
+        # a fresh copy per call: nngeometry leaves hooks on the model it is given (they slowed
+        # the next library on the same model 10x in one run, inflating its ratio to ours)
+        t, ng = best_of(lambda: nngeometry_route(copy.deepcopy(model), x, y), args.repeats)
         ratio = float(ng[0] / ours[0])
         add(
             (
@@ -330,6 +332,7 @@ def run_trace(model, x, y, args, add) -> None:
 
 
 def run_topk(model, x, y, args, add) -> None:
+    peer = copy.deepcopy(model)  # curvlinops' own copy (see run_exact)
     for n in (64, args.big_n):
         xb = x if n == 64 else torch.randn(n, 784)
         yb = y if n == 64 else torch.randint(0, 10, (n,))
@@ -340,7 +343,7 @@ def run_topk(model, x, y, args, add) -> None:
         add((f"top-10 N={n}", f"ortho_lightning Lanczos (dual, tol {args.tol:g})", t_l, None, ""))
         if have("curvlinops"):
             t, cl = best_of(
-                lambda xb=xb, yb=yb: curvlinops_topk(model, xb, yb, 10, args.tol),
+                lambda xb=xb, yb=yb: curvlinops_topk(peer, xb, yb, 10, args.tol),
                 args.repeats if n == 64 else 1,
             )
             add(
