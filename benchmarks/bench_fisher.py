@@ -293,8 +293,8 @@ def run_exact(model, x, y, args, add) -> None:
             )
         )
     if have("nngeometry"):
-        # a fresh copy per call: nngeometry leaves hooks on the model it is given (they slowed
-        # the next library on the same model 10x in one run, inflating its ratio to ours)
+        # a fresh copy per call, so no peer runs on a model another one has touched (issue 19
+        # saw leftover nngeometry hooks slow the next library; this FIM route leaves none here)
         t, ng = best_of(lambda: nngeometry_route(copy.deepcopy(model), x, y), args.repeats)
         ratio = float(ng[0] / ours[0])
         add(
