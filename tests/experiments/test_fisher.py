@@ -3,7 +3,12 @@ import torch
 from torch import nn
 
 from ortho_lightning.exceptions import ConfigurationError
-from ortho_lightning.experiments.fisher import fisher_at_init, largest_stable_lr
+from ortho_lightning.experiments.fisher import (
+    critical_mlp,
+    fisher_at_init,
+    fixed_point_tensors,
+    largest_stable_lr,
+)
 
 
 def test_largest_stable_lr_matches_the_quadratic_threshold():
@@ -18,11 +23,41 @@ def test_largest_stable_lr_matches_the_quadratic_threshold():
     assert torch.count_nonzero(model.weight) == 0  # restored
 
 
-def test_fixed_point_inputs_measure_without_mnist():
-    rows = [fisher_at_init(depth=d, weights="orthogonal", width=32, n_single=2, n_batch=4,
-                           inputs="fixed_point") for d in (2, 8)]
-    assert all(r["single_max_over_L"] > 0 for r in rows)
-    assert "stable_lr" not in rows[0]
+def _dense_categorical_fisher_eigenvalues(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The non-zero spectrum of the categorical Fisher (1/N) sum_i J_i^T (diag p_i - p_i p_i^T) J_i,
+    descending, from its N*C x N*C dual H^{1/2} J J^T H^{1/2} / N: J row by row with autograd,
+    float64."""
+    model = model.double()
+    params = list(model.parameters())
+    f = model(x.double())
+    n, c = f.shape
+    jac = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        f[i, k], params, retain_graph=True)]) for i in range(n) for k in range(c)])
+    p = torch.softmax(f.detach(), -1)
+    h = torch.block_diag(*[torch.diag(pi) - torch.outer(pi, pi) for pi in p])
+    ev, vec = torch.linalg.eigh(h)
+    root = vec @ torch.diag(ev.clamp_min(0).sqrt()) @ vec.T
+    return torch.linalg.eigvalsh(root @ jac @ jac.T @ root / n).flip(0)
+
+
+@pytest.mark.parametrize("depth", [2, 8])
+def test_fixed_point_row_equals_the_dense_fisher(depth):
+    row = fisher_at_init(depth=depth, weights="orthogonal", width=32, n_single=2, n_batch=4,
+                         inputs="fixed_point")
+    assert "stable_lr" not in row
+    # the same network and inputs, the Fisher built densely in float64
+    x, _, probe = fixed_point_tensors(32, 0.01, 4, 2, seed=0)
+    model = critical_mlp(depth, 32, "orthogonal", 0.01, seed=0, n_in=32)
+    full = [_dense_categorical_fisher_eigenvalues(model, probe[i:i + 1]) for i in range(2)]
+    assert all(ev[9].abs() < 1e-12 for ev in full)  # C = 10 outputs, rank C - 1 = 9
+    singles = torch.stack([ev[:9] for ev in full])
+    mean = singles.mean(0)
+    lam = float(_dense_categorical_fisher_eigenvalues(model, x)[0])
+    expected = {"single_max_over_L": mean[0] / depth, "single_mean_over_L": mean.mean() / depth,
+                "single_min_over_L": mean[-1] / depth,
+                "single_max_over_mean": (singles[:, 0] / singles.mean(1)).mean(),
+                "fisher_max": lam, "two_over_fisher_max": 2 / lam}
+    assert row == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-4)
 
 
 def test_unknown_inputs_is_named():
