@@ -1,15 +1,17 @@
 """One tiny grid of real training cells through ``ortho_lightning.cli.cli_main``."""
 
 import pytest
+import torch
 import yaml
 
+import ortho_lightning.cli
 from ortho_lightning.experiments.grid import expand
 from ortho_lightning.experiments.runner import run_grid
 from ortho_lightning.experiments.table import read_table
 
 
 @pytest.mark.mnist
-def test_recipe_grid_trains_and_tabulates_lightning_metrics(tmp_path, mnist_dir):
+def test_recipe_grid_trains_and_tabulates_lightning_metrics(tmp_path, mnist_dir, monkeypatch):
     recipe = {
         "model": {"class_path": "ortho_lightning.models.MLPClassifier",
                   "init_args": {"depth": 2, "width": 8}},
@@ -25,7 +27,12 @@ def test_recipe_grid_trains_and_tabulates_lightning_metrics(tmp_path, mnist_dir)
     path.write_text(yaml.safe_dump(recipe))
     grid = expand({"kind": "recipe", "recipe": str(path), "test": True,
                    "axes": {"model.init_args.width": [4, 8]}, "seed": [0]})
+    clis = []  # each cell's CLI (its trained model and data), kept to check the table against
+    real_cli_main = ortho_lightning.cli.cli_main
+    monkeypatch.setattr(ortho_lightning.cli, "cli_main",
+                        lambda *a, **k: clis.append(real_cli_main(*a, **k)) or clis[-1])
     run_grid(grid, tmp_path / "out", progress=False, report=False)
+    assert len(clis) == 2
     columns, rows = read_table(tmp_path / "out" / "results.csv")
     assert columns[:4] == ["cell_id", "model.init_args.width", "seed", "step"]
     assert {"train/loss_step", "val/acc", "test/acc"} <= set(columns)
@@ -36,6 +43,15 @@ def test_recipe_grid_trains_and_tabulates_lightning_metrics(tmp_path, mnist_dir)
         assert steps == [0, 1, 2]  # Lightning logs step s before the optimizer step s + 1
         test_acc = [r["test/acc"] for r in rows
                     if r["model.init_args.width"] == width and r.get("test/acc") is not None]
-        assert len(test_acc) == 1 and 0.0 <= test_acc[0] <= 1.0
+        assert len(test_acc) == 1
+        # the tabulated test/acc is the trained model's accuracy on the one test batch
+        # (limit_test_batches=1, 16 images), counted here by hand
+        (cli,) = [c for c in clis if c.model.hparams.width == width]
+        x, y = next(iter(cli.datamodule.test_dataloader()))
+        cli.model.eval()
+        with torch.no_grad():
+            hits = int((cli.model(x).argmax(-1) == y).sum())
+        assert y.numel() == 16
+        assert test_acc[0] == pytest.approx(hits / 16, abs=1e-6)
     # the grid never used W&B: each cell's only logs are its CSV files
     assert not list((tmp_path / "out").rglob("wandb"))
