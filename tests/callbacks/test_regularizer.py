@@ -1,5 +1,5 @@
 """OrthogonalRegularizer: gradients equal adding weight * penalty to the loss by hand (with and
-without accumulation, float64, bf16-mixed and float16 with a GradScaler), logged penalty, projection mode, misconfiguration."""
+without accumulation, float64, bf16-mixed and float16 with a GradScaler), logged penalty, projection mode, exact crash-and-resume, misconfiguration."""
 
 from __future__ import annotations
 
@@ -152,3 +152,35 @@ def test_misconfiguration(kwargs, match):
 
 # DDP: tests/callbacks/test_constraint.py::test_ddp_two_processes_identical_orthogonal_and_regularizer_equals_by_hand
 # runs both callbacks in one DDP launch, and checks this one against the penalty added by hand.
+
+
+def test_crash_and_resume_is_exact(tmp_path):
+    # penalty + a projection every 3 steps, 4 steps an epoch: the cadence straddles the resume
+    def callback():
+        return OrthogonalRegularizer(weight=0.5, gain=0.9, targets=["rnn", "encoder"],
+                                     project_every_n_steps=3, log_every_n_steps=None)
+
+    kwargs = dict(precision="64-true", max_epochs=3, limit_val_batches=0)
+    torch.manual_seed(0)
+    straight = TinyRNN().double()
+    make_trainer(tmp_path / "a", [callback()], **kwargs).fit(straight, loader(dtype=torch.float64))
+
+    torch.manual_seed(0)
+    first = TinyRNN().double()
+    t1 = make_trainer(tmp_path / "b", [callback()], **{**kwargs, "max_epochs": 1})
+    t1.fit(first, loader(dtype=torch.float64))  # "crash" after epoch 1 (4 steps)
+    ckpt_path = tmp_path / "k.ckpt"
+    t1.save_checkpoint(ckpt_path)
+    states = torch.load(ckpt_path, weights_only=True)["callbacks"]
+    assert [s for k, s in states.items() if k.startswith("OrthogonalRegularizer")] == [{"last_step": 4}]
+
+    torch.manual_seed(123)  # a different start: everything must come from the checkpoint
+    resumed = TinyRNN().double()
+    cb = callback()
+    make_trainer(tmp_path / "c", [cb], **kwargs).fit(resumed, loader(dtype=torch.float64),
+                                                     ckpt_path=ckpt_path)
+    assert cb._last_step == 12
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    # the last step (12) projected: the selected weights sit on 0.9 x the Stiefel manifold
+    assert gram_error(resumed.encoder.weight.detach(), 0.9) < 1e-12
