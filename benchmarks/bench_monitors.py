@@ -229,7 +229,7 @@ def recipe_fit_cpu_seconds(epochs: int, monitors: list, save_dir: str) -> float:
 def recipe_count(monitor, epochs: int) -> int:
     """Measurements ``monitor`` makes in ``epochs`` epochs of 469 steps (fit start included)."""
     steps = range(1, epochs * RECIPE_STEPS_PER_EPOCH + 1)
-    count = int(monitor.on_fit_start) + sum(map(monitor.is_cadence_step, steps))
+    count = int(monitor.measure_at_fit_start) + sum(map(monitor.is_cadence_step, steps))
     return count + (epochs // monitor.every_n_epochs if monitor.every_n_epochs else 0)
 
 

@@ -101,14 +101,18 @@ def log_settings(trainer: Trainer, callback: Any) -> dict[str, Any]:
     how it was measured or constrained, not only the model's and data's hyper-parameters.
 
     The settings are the callback's ``__init__`` arguments read back from the attributes of
-    the same name (plain values as they are, anything else as its ``repr``); arguments it does
-    not keep under their own name are left out. Returns them.
+    the same name, or of the name the callback's ``setting_attributes`` maps the argument to
+    (plain values as they are, anything else as its ``repr``); arguments it does not keep are
+    left out, and so is a method (a hook that shares an argument's name is not a setting).
+    Returns them.
     """
     settings: dict[str, Any] = {}
     selector = getattr(callback, "selector", None)  # the shared module selector keeps these
+    renamed = getattr(callback, "setting_attributes", {})
     for name in inspect.signature(type(callback).__init__).parameters:
-        if hasattr(callback, name):
-            settings[name] = _setting(getattr(callback, name))
+        attr = renamed.get(name, name)
+        if hasattr(callback, attr) and not inspect.ismethod(getattr(callback, attr)):
+            settings[name] = _setting(getattr(callback, attr))
         elif selector is not None and name in _SELECTOR_ARGS:
             settings[name] = _setting(getattr(selector, _SELECTOR_ARGS[name]))
     if trainer.global_rank == 0:

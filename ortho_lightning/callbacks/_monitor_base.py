@@ -141,7 +141,8 @@ class SpectrumMonitor(Callback):
             (the 2580 steps of the 6-epoch MLP recipe at ``every_n_steps=100``: 5 instead of 25).
             Combine with ``every_n_epochs`` for a regular check late in long runs.
         every_n_epochs: measure at the end of every this many training epochs; ``None``: never.
-        on_fit_start: measure once before the first step (the init on record; skipped on resume).
+        on_fit_start: measure once before the first step (the init on record; skipped on
+            resume). Kept as :attr:`measure_at_fit_start`.
         probe_size: number of samples in the fixed probe batch.
         probe_source: ``"train"`` or ``"val"``: the loader the probe is taken from.
         input_fn: ``batch -> input tensor``; default :func:`default_input`.
@@ -153,6 +154,9 @@ class SpectrumMonitor(Callback):
 
     kind: ClassVar[str] = ""
     needs_probe: ClassVar[bool] = True
+    #: ``__init__`` argument -> the attribute that keeps it, where the names differ (read by
+    #: :func:`ortho_lightning.callbacks._logging.log_settings`)
+    setting_attributes: ClassVar[dict[str, str]] = {"on_fit_start": "measure_at_fit_start"}
     history_length: ClassVar[int] = 6
 
     def __init__(
@@ -179,8 +183,11 @@ class SpectrumMonitor(Callback):
                 "is None; set every_n_steps (the first measured step)"
             )
         self.every_n_epochs = _check_cadence(f"{name}(every_n_epochs)", every_n_epochs)
-        self.on_fit_start = _check_bool(f"{name}(on_fit_start)", on_fit_start)
-        if self.every_n_steps is None and self.every_n_epochs is None and not self.on_fit_start:
+        # not ``self.on_fit_start``: that is Lightning's hook of the same name, and an instance
+        # attribute holding a bool would shadow it (Lightning silently skips non-callables)
+        self.measure_at_fit_start = _check_bool(f"{name}(on_fit_start)", on_fit_start)
+        if (self.every_n_steps is None and self.every_n_epochs is None
+                and not self.measure_at_fit_start):
             raise ConfigurationError(
                 f"{name}: every_n_steps=None, every_n_epochs=None and on_fit_start=False would "
                 "never measure; set at least one of them"
@@ -227,7 +234,7 @@ class SpectrumMonitor(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.needs_probe and self.probe is None and trainer.is_global_zero:
             self.probe = self._take_probe(trainer)
-        if self.on_fit_start and trainer.global_step == 0 and self.last_step != 0:
+        if self.measure_at_fit_start and trainer.global_step == 0 and self.last_step != 0:
             self._measure(trainer, pl_module)
 
     def on_train_batch_end(
