@@ -183,11 +183,6 @@ class InitConfig:
         if isinstance(gain, str) and gain.lower() == "critical":
             critical = critical_point(activation, sigma_b, q_star=q_star)
             sigma_b = critical.sigma_b
-        elif q_star is not None:
-            raise ConfigurationError(
-                f"q_star: only used with gain='critical' (it picks the critical point), got "
-                f"q_star={q_star!r} with gain={gain!r}"
-            )
         if sigma_b is None:
             sigma_b = 0.0
         if (
@@ -201,6 +196,11 @@ class InitConfig:
             raise ConfigurationError(
                 f"gain: expected a number > 0 or 'critical', got {gain!r} (0 makes every weight "
                 "zero, a negative gain flips their sign)"
+            )
+        if critical is None and q_star is not None:
+            raise ConfigurationError(
+                f"q_star: only used with gain='critical' (it picks the critical point), got "
+                f"q_star={q_star!r} with gain={gain!r}"
             )
         if input_q == "match" and critical is None:
             raise ConfigurationError(

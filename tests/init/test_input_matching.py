@@ -116,3 +116,9 @@ def test_recurrent_hh_cannot_match_the_input_matrix():
     with pytest.raises(ConfigurationError, match="recurrent='hh' leaves alone"):
         initialize(nn.RNN(4, 8), gain="critical", q_star=0.1, recurrent="hh", input_q="match",
                    inputs=1.0)
+
+
+def test_a_bad_gain_is_named_before_a_q_star_conflict():
+    # the recipe sets q_star; overriding gain=-1 must say the gain is wrong
+    with pytest.raises(ConfigurationError, match=r"gain: expected a number > 0 or 'critical', got -1"):
+        initialize(_mlp(2, 8, 4), gain=-1, q_star=1 / 64)
