@@ -45,6 +45,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
+from typing_extensions import override
 
 from ortho_lightning.callbacks._logging import log_measurement, log_settings
 from ortho_lightning.exceptions import ConfigurationError
@@ -223,20 +224,24 @@ class SpectrumMonitor(Callback):
         return {"every_n_steps": self.every_n_steps, "every_n_epochs": self.every_n_epochs}
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(**self._state_key_args())
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             log_settings(trainer, self)  # how this run is measured, in the logger's config
 
     # ------------------------------------------------------------------------------- cadence
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.needs_probe and self.probe is None and trainer.is_global_zero:
             self.probe = self._take_probe(trainer)
         if self.measure_at_fit_start and trainer.global_step == 0 and self.last_step != 0:
             self._measure(trainer, pl_module)
 
+    @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -251,6 +256,7 @@ class SpectrumMonitor(Callback):
         multiple = step // self.every_n_steps
         return not self.log_spaced or multiple & (multiple - 1) == 0
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (
             self.every_n_epochs
@@ -349,6 +355,7 @@ class SpectrumMonitor(Callback):
         log_measurement(trainer, step, scalars, histograms, figures)
 
     # ------------------------------------------------------------------------------- state
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "probe": self.probe,
@@ -356,6 +363,7 @@ class SpectrumMonitor(Callback):
             "measured_steps": list(self.measured_steps),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.probe = state_dict.get("probe")
         self.last_step = state_dict.get("last_step")

@@ -32,6 +32,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.optim import Optimizer
+from typing_extensions import override
 
 from ortho_lightning.callbacks._logging import log_settings
 from ortho_lightning.constraints.orthogonalize import (
@@ -158,6 +160,7 @@ class OrthogonalConstraint(Callback):
         self._finite_grads: list[torch.Tensor | None] = []
 
     @property
+    @override
     def state_key(self) -> str:
         return (
             f"{type(self).__qualname__}{{include={list(self.selector.include)}, "
@@ -170,6 +173,7 @@ class OrthogonalConstraint(Callback):
         return [f"{m}.{t}" if m else t for m, _, t in self._entries]
 
     # -- registration -----------------------------------------------------------------------
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -201,6 +205,7 @@ class OrthogonalConstraint(Callback):
                 )
         self._entries = entries
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._cached.close()
         if self.remove_at_fit_end:
@@ -208,15 +213,22 @@ class OrthogonalConstraint(Callback):
                 remove_orthogonalization(module, tensor)
             self._entries = []
 
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._cached.close()
 
     # -- one weight per batch -----------------------------------------------------------------
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.cache and self._entries:
             self._cached.open()
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
+    ) -> None:
         self._cached.close()  # the update below must not leave stale cached weights
         # whether each unconstrained gradient is finite, kept on the device (no sync here): read
         # only to explain non-finite weights after the step
@@ -225,7 +237,11 @@ class OrthogonalConstraint(Callback):
             for _, module, tensor in self._entries
         ]
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
         self._cached.close()
         step = trainer.global_step
         if not self._entries or step == self._last_step:
@@ -252,14 +268,17 @@ class OrthogonalConstraint(Callback):
                 label += " (its gradient was not finite)"
             check_finite(value, label)
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+    @override
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.cache and self._entries:
             self._cached.open()
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._cached.close()
 
     # -- checkpoints ----------------------------------------------------------------------------
+    @override
     def state_dict(self) -> dict[str, Any]:
         if self._model is None or not self._entries:
             return {}
@@ -270,6 +289,7 @@ class OrthogonalConstraint(Callback):
             "last_step": self._last_step,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self._model is None or not self._entries or not state_dict:
             return  # not fitting (validate/test/predict): the plain weights were loaded
@@ -286,7 +306,10 @@ class OrthogonalConstraint(Callback):
             )
         self._last_step = state_dict["last_step"]
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+    @override
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._cached.close()
         if self._entries:
             checkpoint["state_dict"], _ = split_state_dict(checkpoint["state_dict"], pl_module)

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 from ortho_lightning.activations import Activation
 from ortho_lightning.callbacks._logging import log_settings, log_table
@@ -138,6 +139,7 @@ class OrthogonalInit(Callback):
     selector = property(lambda self: self.config.selector)
 
     @property
+    @override
     def state_key(self) -> str:
         selector = self.config.selector
         return (
@@ -145,6 +147,7 @@ class OrthogonalInit(Callback):
             f"include={list(selector.include)!r}, exclude={list(selector.exclude)!r}}}"
         )
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -162,6 +165,7 @@ class OrthogonalInit(Callback):
         self.seed_used = seed
         self.applied = True
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.report is None or self._report_logged:
             return
@@ -172,9 +176,11 @@ class OrthogonalInit(Callback):
         log_table(trainer, self.log_key, self.report.columns, self.report.rows())
         self._report_logged = True
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "seed": self.seed_used}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.applied = bool(state_dict.get("applied", False))
         self.seed_used = state_dict.get("seed")

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
+from typing_extensions import override
 
 from ortho_lightning import spectra
 from ortho_lightning.callbacks._monitor_base import Spectrum, SpectrumMonitor
@@ -229,6 +230,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         self.output_fn = output_fn
         self.chunk_size = chunk_size
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.theory and self.prediction is None and trainer.is_global_zero:
             args = self.theory if isinstance(self.theory, dict) else _theory_from_init(
@@ -506,6 +508,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
     def _state_key_args(self) -> dict[str, Any]:
         return {**super()._state_key_args(), "include": self.selector.include, "exclude": self.selector.exclude}
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage == "fit":

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
+from typing_extensions import override
 
 from ortho_lightning import spectra
 from ortho_lightning.callbacks._monitor_base import Spectrum, SpectrumMonitor
@@ -108,9 +109,11 @@ class NTKSpectrumMonitor(SpectrumMonitor):
             )
         ]
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "reference": self.reference}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.reference = state_dict.get("reference")

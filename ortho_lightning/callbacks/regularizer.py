@@ -44,6 +44,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.optim import Optimizer
+from typing_extensions import override
 
 from ortho_lightning.callbacks._logging import log_settings
 from ortho_lightning.callbacks.constraint import check_positive, log_defects
@@ -119,12 +121,14 @@ class OrthogonalRegularizer(Callback):
         self.last_penalty: Tensor | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         return (
             f"{type(self).__qualname__}{{include={list(self.selector.include)}, "
             f"exclude={list(self.selector.exclude)}, kind={getattr(self.kind, '__name__', self.kind)!r}}}"
         )
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -151,10 +155,14 @@ class OrthogonalRegularizer(Callback):
         with torch.autocast(_device_type(self._entries), enabled=False):
             return total_penalty(self._entries, self.gain, self.kind, self.reduction)
 
-    def on_after_backward(self, trainer, pl_module) -> None:
+    @override
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._backwards += 1
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
+    ) -> None:
         micro_batches, self._backwards = self._backwards, 0
         if not self._entries or self.weight == 0:
             return
@@ -177,7 +185,11 @@ class OrthogonalRegularizer(Callback):
         self.last_penalty = value.detach()  # no .item(): no device sync per step
         pl_module.log("ortho/penalty", value.detach(), on_step=True, on_epoch=False)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
         step = trainer.global_step
         if not self._entries or step == self._last_step:
             return  # no optimizer step since the last call (gradient accumulation)
@@ -196,9 +208,11 @@ class OrthogonalRegularizer(Callback):
                 if block.tensor_name == tensor:
                     project_orthogonal_(getattr(module, tensor)[block.rows], self.gain, self.project_method)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"last_step": self._last_step}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._last_step = state_dict.get("last_step", -1)
 

@@ -45,3 +45,21 @@ def test_monitor_settings_keep_the_on_fit_start_argument(value):
     assert monitor.measure_at_fit_start is value
     settings = log_settings(SimpleNamespace(global_rank=0, loggers=[]), monitor)
     assert settings["on_fit_start"] is value and settings["every_n_steps"] == 3
+
+
+@pytest.mark.parametrize("name", sorted(INSTANCES))
+def test_every_hook_the_callback_defines_is_marked_override_and_typed(name):
+    base, checked = set(vars(Callback)), 0
+    for cls in getattr(callbacks, name).__mro__:
+        if not cls.__module__.startswith("ortho_lightning"):
+            continue
+        for attr, value in vars(cls).items():
+            if attr not in base or not (callable(value) or isinstance(value, property)):
+                continue
+            fn = value.fget if isinstance(value, property) else value
+            assert getattr(fn, "__override__", False), f"{cls.__name__}.{attr} lacks @override"
+            params = [p for p in inspect.signature(fn).parameters if p != "self"]
+            missing = [p for p in params if p not in fn.__annotations__]
+            assert not missing and "return" in fn.__annotations__, f"{cls.__name__}.{attr}: {missing}"
+            checked += 1
+    assert checked >= 4  # setup, state_key, state_dict, load_state_dict at least
