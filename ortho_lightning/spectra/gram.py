@@ -39,7 +39,7 @@ from ortho_lightning.spectra._common import (
     has_recurrent,
     variables,
 )
-from ortho_lightning.spectra.likelihoods import LIKELIHOODS
+from ortho_lightning.spectra.likelihoods import LIKELIHOODS, get_likelihood
 from ortho_lightning.spectra.pieces import Piece
 
 #: Default bound (in tensor elements) on the intermediate blocks of the Gram computation.
@@ -241,7 +241,7 @@ def structured_factors(
 ) -> Factors:
     """Capture layer inputs and the back-propagated S-weighted output gradients of every
     structured layer (see module docstring), in the model's current mode."""
-    lik = LIKELIHOODS[likelihood]
+    lik = get_likelihood(likelihood)
     params = variables(model)
     n = x.shape[0]
     caps = _structured(model, params) if structured else {}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ortho_lightning.spectra._common import check_choice
+
 
 def _categorical_sqrt(f: Tensor) -> Tensor:
     # H = diag(p) - p p^T = S S^T with S = diag(sqrt p) - p sqrt(p)^T
@@ -51,3 +53,9 @@ LIKELIHOODS: dict[str, Likelihood] = {
     "categorical": Likelihood(_categorical_sqrt, _categorical_hvp, True),
     "gaussian": Likelihood(_gaussian_sqrt, _gaussian_hvp, False),
 }
+
+
+def get_likelihood(name: str) -> Likelihood:
+    """The :data:`LIKELIHOODS` entry ``name``; otherwise a ``ConfigurationError`` naming the
+    argument ``likelihood`` and the accepted values (as the public spectra functions do)."""
+    return LIKELIHOODS[check_choice(name, "likelihood", tuple(LIKELIHOODS))]

@@ -23,7 +23,7 @@ from ortho_lightning.spectra._common import (
     variables,
 )
 from ortho_lightning.spectra.gram import structured_factors
-from ortho_lightning.spectra.likelihoods import LIKELIHOODS
+from ortho_lightning.spectra.likelihoods import get_likelihood
 
 
 class _Autodiff:
@@ -69,7 +69,7 @@ class FisherOperator:
         output_fn: OutputFn | None = None,
         eval_mode: bool = True,
     ) -> None:
-        self.likelihood = LIKELIHOODS[likelihood]
+        self.likelihood = get_likelihood(likelihood)
         params = variables(model)
         self.names = list(params)
         self.shapes = [p.shape for p in params.values()]
@@ -130,7 +130,7 @@ class DualFisherOperator:
         eval_mode: bool = True,
         structured: bool = True,
     ) -> None:
-        lik = LIKELIHOODS[likelihood]
+        lik = get_likelihood(likelihood)
         with measuring(model, eval_mode):
             fac = structured_factors(
                 model, x, likelihood, output_fn=output_fn, structured=structured
