@@ -7,6 +7,13 @@ other logger gets the scalars only, and figures are also saved as PNG in the run
 person can always look at them. :func:`log_settings` puts a callback's arguments into every
 logger's config. Call these on rank zero only (they are no-ops elsewhere). Every logged key is
 listed in ``docs/logged_keys.md``.
+
+Who uses what: the spectrum monitors send everything they measure (scalars included) through
+:func:`log_measurement`, bypassing ``pl_module.log`` (see
+:mod:`ortho_lightning.callbacks._monitor_base` for why). The constraint and the regularizer log
+their per-step training scalars (``ortho/penalty``, ``ortho/defect/*``) with ``pl_module.log``
+from training-batch hooks, where Lightning allows it on every rank and honours
+``log_every_n_steps``; only their settings go through this module.
 """
 
 from __future__ import annotations

@@ -24,11 +24,14 @@ Where values go: scalars to every logger's ``log_metrics`` at ``trainer.global_s
 ``spectra/jacobian/max``), and onto the callback as ``last_summary``. Under DDP these keys exist
 on rank zero only (sharing them would be a collective), so there do not let ``EarlyStopping`` or
 ``ModelCheckpoint`` watch them.
-``pl_module.log`` is not used on purpose: it is illegal in ``on_fit_start``/``on_train_start``
-(the init measurement), it only reaches the loggers every ``log_every_n_steps`` batches (so a
-measurement at another step would be silently dropped), and under DDP a rank-zero-only
-``self.log`` is the documented deadlock trap. Histograms and figures go through the one adapter,
-:mod:`ortho_lightning.callbacks._logging`.
+Everything a monitor logs (scalars, histograms, figures) goes through the one adapter,
+:func:`ortho_lightning.callbacks._logging.log_measurement`; ``pl_module.log`` is not used on
+purpose: the init measurement cannot be logged at its step with it (Lightning rejects
+``self.log`` in ``on_fit_start`` and allows only an epoch-level value in ``on_train_start``), it
+only reaches the loggers every ``log_every_n_steps`` batches (so a measurement at another step
+would be silently dropped), and under DDP a rank-zero-only ``self.log`` is the documented
+deadlock trap. (The constraint and the regularizer, which log at every training step on every
+rank, do use ``pl_module.log``.)
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ average twice. (The tests compare with the by-hand penalty under float64, ``bf16
 float16 autocast with a GradScaler -- Lightning's 16-mixed plugin run on the CPU, since Lightning
 turns CPU ``16-mixed`` into bf16 -- accumulation, clipping and DDP; CUDA itself is not tested.)
 
-Logged: ``ortho/penalty`` (the unweighted penalty) at every optimizer step, and
-``ortho/defect/<module>.<block>`` every ``log_every_n_steps`` steps.
+Logged with ``pl_module.log``: ``ortho/penalty`` (the unweighted penalty) at every optimizer
+step, and ``ortho/defect/<module>.<block>`` every ``log_every_n_steps`` steps; both reach the
+loggers at the trainer's own ``log_every_n_steps`` cadence, as any ``self.log`` value does.
 """
 
 from __future__ import annotations
