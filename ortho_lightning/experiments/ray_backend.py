@@ -15,6 +15,9 @@ one backend can be finished on the other. What differs:
 - a worker that dies (killed, out of memory, node lost) is retried by Ray itself
   (``max_retries``), the cell starting again from an empty folder.
 
+Each task takes the cell's lock as the local runner does (``OUT/cells/<id>.lock``), so a Ray run
+and local runners may share one folder: a cell held by another runner is left to it.
+
 On a multi-node cluster ``OUT`` must be a folder every node sees at the same path (a shared file
 system); each node needs this package, the data (``ORTHO_LIGHTNING_DATA``) and, for recipe
 cells, the recipe files at the grid's path. Ray is an optional extra:
@@ -34,10 +37,13 @@ import yaml
 
 from ortho_lightning.exceptions import ConfigurationError, DataError
 from ortho_lightning.experiments.grid import Cell, Grid
+from ortho_lightning.experiments.locks import LOCK_SUFFIX, atomic_write_text, locked
 from ortho_lightning.experiments.runner import (
     DONE_MARKER,
     SPEC_NAME,
+    TABLE_NAME,
     cell_dir,
+    cell_lock,
     collect_table,
     is_done,
     run_cell,
@@ -46,6 +52,8 @@ from ortho_lightning.experiments.table import ID_COLUMN, SEED_COLUMN, write_tabl
 
 INSTALL_HINT = "pip install 'ortho-lightning[ray]'  (or: pip install 'ray>=2.40,<3')"
 FAILURES_NAME = "failures.csv"
+#: what a task returns when another runner holds the cell's lock (it is left to that runner)
+HELD = "held by another runner"
 ERROR_NAME = "ERROR"
 #: the grid file's ``resources`` keys and the Ray task options they set
 RESOURCE_OPTIONS = {"cpus": "num_cpus", "gpus": "num_gpus"}
@@ -87,20 +95,26 @@ def cell_resources(spec: Mapping[str, Any]) -> dict[str, float]:
 
 def run_cell_task(cell: Cell, out_dir: str, spec: dict[str, Any], allow_import: bool,
                   cwd: str) -> str | None:
-    """The body of one Ray task: :func:`run_cell` in the driver's working directory (when this
-    node has it). Returns ``None``, or ``"<Error>: <message>"`` after writing the traceback to
-    the cell's ``ERROR`` file (the cell stays unmarked)."""
+    """The body of one Ray task: :func:`run_cell` under the cell's lock (as the local runner),
+    in the driver's working directory (when this node has it). Returns ``None``, :data:`HELD`
+    when another runner holds the cell, or ``"<Error>: <message>"`` after writing the traceback
+    to the cell's ``ERROR`` file (the cell stays unmarked)."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
         if cwd not in sys.path:  # the driver's own modules (``module:function`` of its grid)
             sys.path.insert(0, cwd)
-    try:
-        run_cell(cell, out_dir, spec, allow_import)
-    except Exception as err:  # any cell error is recorded, the grid goes on
-        folder = cell_dir(out_dir, cell)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR_NAME).write_text(traceback.format_exc())
-        return f"{type(err).__name__}: {err}"
+    with locked(cell_lock(out_dir, cell)) as mine:
+        if not mine:  # another runner is on it: never wipe its folder
+            return HELD
+        if is_done(out_dir, cell):  # finished since the driver listed it
+            return None
+        try:
+            run_cell(cell, out_dir, spec, allow_import)
+        except Exception as err:  # any cell error is recorded, the grid goes on
+            folder = cell_dir(out_dir, cell)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / ERROR_NAME).write_text(traceback.format_exc())
+            return f"{type(err).__name__}: {err}"
     return None
 
 
@@ -120,9 +134,7 @@ def run_grid_ray(grid: Grid, out_dir: str | Path, *, address: str | None = None,
     out_dir = Path(out_dir).resolve()
     todo = [c for c in grid.cells if not is_done(out_dir, c)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec_tmp = out_dir / f".{SPEC_NAME}.{os.getpid()}.tmp"
-    spec_tmp.write_text(yaml.safe_dump(grid.spec, sort_keys=False))
-    os.replace(spec_tmp, out_dir / SPEC_NAME)
+    atomic_write_text(out_dir / SPEC_NAME, yaml.safe_dump(grid.spec, sort_keys=False))
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=progress)
     task = ray.remote(run_cell_task).options(max_retries=max_retries, retry_exceptions=False,
@@ -141,12 +153,15 @@ def run_grid_ray(grid: Grid, out_dir: str | Path, *, address: str | None = None,
                 error = ray.get(ref)
             except ray.exceptions.RayError as err:  # the worker died more than max_retries times
                 error = f"{type(err).__name__}: {err}".splitlines()[0]
-            if error is None and not (cell_dir(out_dir, cell) / DONE_MARKER).is_file():
+            if error == HELD:
+                echo(f"cell {cell.id} is held by another runner; its rows join {TABLE_NAME} "
+                     "when it finishes")
+            elif error is None and not (cell_dir(out_dir, cell) / DONE_MARKER).is_file():
                 raise DataError(
                     f"cell {cell.id!r} finished on a Ray worker but {str(cell_dir(out_dir, cell))!r} "
                     "has no DONE marker here: the output folder must be on a file system that "
                     "every Ray node shares (same path)")
-            if error is not None:
+            elif error is not None:
                 failures.append({ID_COLUMN: cell.id, **cell.axes, SEED_COLUMN: cell.seed,
                                  "error": error})
                 echo(f"cell {cell.id} failed: {error}")
@@ -158,9 +173,10 @@ def run_grid_ray(grid: Grid, out_dir: str | Path, *, address: str | None = None,
         write_table(failed, [ID_COLUMN, *grid.axis_names, SEED_COLUMN, "error"], failures)
     else:
         failed.unlink(missing_ok=True)
-    table = collect_table(grid, out_dir)
-    if report:
-        from ortho_lightning.experiments.report import make_report
+    with locked(out_dir / f"{TABLE_NAME}{LOCK_SUFFIX}", blocking=True):
+        table = collect_table(grid, out_dir)  # one runner at a time writes table and report
+        if report:
+            from ortho_lightning.experiments.report import make_report
 
-        make_report(out_dir, allow_import=grid.allow_import)
+            make_report(out_dir, allow_import=grid.allow_import)
     return table, failures

@@ -1,6 +1,7 @@
 """``--backend ray``: the grid's cells as Ray tasks on a local 2-CPU cluster give the local
 backend's table; a killed worker's cell is retried by Ray, a failing cell is recorded in
-``failures.csv`` and retried (alone) by the next run, and no other cell runs twice."""
+``failures.csv`` and retried (alone) by the next run, a cell another runner holds is left to
+it, and no other cell runs twice."""
 
 import importlib.util
 import math
@@ -10,6 +11,7 @@ import pytest
 
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.grid import expand
+from ortho_lightning.experiments.locks import locked
 from ortho_lightning.experiments.ray_backend import (
     ERROR_NAME,
     FAILURES_NAME,
@@ -17,7 +19,7 @@ from ortho_lightning.experiments.ray_backend import (
     import_ray,
     run_grid_ray,
 )
-from ortho_lightning.experiments.runner import DONE_MARKER, cell_dir, run_grid
+from ortho_lightning.experiments.runner import DONE_MARKER, cell_dir, cell_lock, run_grid
 from ortho_lightning.experiments.table import read_table, read_table_loose
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -63,6 +65,10 @@ def test_ray_grid_matches_local_and_retries_killed_and_failed_cells(tmp_path):
             (grid.cells[2].id, 2.0, 1, 0)]
         _, rows = read_table(out / "results.csv")
         assert len({r["cell_id"] for r in rows}) == 3
+        # a cell whose lock another runner holds is left to it: not run, not a failure
+        with locked(cell_lock(out, grid.cells[2])) as mine:
+            assert mine and run_grid_ray(grid, out, progress=False, report=False)[1] == []
+        assert not (tmp_path / "calls.log").exists()
         # the next run retries the failed cell and nothing else; then there is nothing to do
         assert run_grid_ray(grid, out, progress=False, report=False)[1] == []
         assert _calls(tmp_path) == ["2.0 1 0"]
