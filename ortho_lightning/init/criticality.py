@@ -130,10 +130,30 @@ def _critical_point_at_q_by_name(name: str, q_star: float) -> CriticalPoint:
     return _solve_at_q(name, q_star)
 
 
+def _functions(activation: str | Activation) -> tuple[str, Activation, Activation, tuple[float, ...]]:
+    """``(name, phi, phi', kinks)`` of an activation, as the solvers need them."""
+    return (
+        activation_name(activation),
+        get_activation(activation),
+        derivative(activation),
+        activation_kinks(activation),
+    )
+
+
+def _point(
+    activation: str | Activation, q_star: float, sigma_w: float, sigma_b: float
+) -> CriticalPoint:
+    """The :class:`CriticalPoint` at ``(q_star, sigma_w, sigma_b)``: chi and the depth scale
+    recomputed there."""
+    _, phi, dphi, kinks = _functions(activation)
+    chi = sigma_w**2 * float(_moments(phi, dphi, q_star, kinks)[1])
+    slope = float(length_map_slope(q_star, activation, sigma_w))
+    depth = -1.0 / math.log(slope) if 0 < slope < 1 - 1e-12 else math.inf
+    return CriticalPoint(sigma_w, sigma_b, q_star, chi, depth)
+
+
 def _solve_at_q(activation: str | Activation, q_star: float) -> CriticalPoint:
-    name = activation_name(activation)
-    phi, dphi = get_activation(activation), derivative(activation)
-    kinks = activation_kinks(activation)
+    name, phi, dphi, kinks = _functions(activation)
     e_phi2, e_dphi2 = (float(v) for v in _moments(phi, dphi, q_star, kinks))
     if e_dphi2 <= 0:
         raise NoCriticalPointError(
@@ -149,10 +169,7 @@ def _solve_at_q(activation: str | Activation, q_star: float) -> CriticalPoint:
             f"sigma_b^2 = q* - E[phi^2]/E[phi'^2] = {sigma_b2:.4g} < 0 there; "
             f"{_reachable(phi, dphi, kinks)}"
         )
-    sigma_b = math.sqrt(sigma_b2) if sigma_b2 > 1e-12 * q_star else 0.0
-    slope = float(length_map_slope(q_star, activation, sigma_w))
-    depth = -1.0 / math.log(slope) if 0 < slope < 1 - 1e-12 else math.inf
-    return CriticalPoint(sigma_w, sigma_b, q_star, sigma_w**2 * e_dphi2, depth)
+    return _point(activation, q_star, sigma_w, math.sqrt(sigma_b2) if sigma_b2 > 1e-12 * q_star else 0.0)
 
 
 def _reachable(phi: Activation, dphi: Activation, kinks: tuple[float, ...]) -> str:
@@ -191,9 +208,7 @@ def _critical_point_by_name(name: str, sigma_b: float) -> CriticalPoint:
 def _solve(activation: str | Activation, sigma_b: float) -> CriticalPoint:
     from scipy.optimize import brentq
 
-    name = activation_name(activation)
-    phi, dphi = get_activation(activation), derivative(activation)
-    kinks = activation_kinks(activation)
+    name, phi, dphi, kinks = _functions(activation)
     e_phi2, e_dphi2 = _moments(phi, dphi, _GRID, kinks)
     if (e_dphi2 <= 0).any():
         raise NoCriticalPointError(
@@ -205,10 +220,7 @@ def _solve(activation: str | Activation, sigma_b: float) -> CriticalPoint:
     residual = (ratio + sigma_b**2 - grid).numpy()
 
     def finish(q_star: float, sigma_w: float) -> CriticalPoint:
-        chi = sigma_w**2 * float(_moments(phi, dphi, q_star, kinks)[1])
-        slope = float(length_map_slope(q_star, activation, sigma_w))
-        depth = -1.0 / math.log(slope) if 0 < slope < 1 - 1e-12 else math.inf
-        return CriticalPoint(sigma_w, sigma_b, q_star, chi, depth)
+        return _point(activation, q_star, sigma_w, sigma_b)
 
     # positively homogeneous phi (relu, linear, leaky_relu): ratio == q for every q
     if np.allclose(ratio.numpy(), _GRID, rtol=1e-9, atol=0.0):
