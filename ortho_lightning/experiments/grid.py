@@ -15,6 +15,7 @@ An experiment file looks like::
     description: ...                    # shown at the top of the report
     report: {figures: [...]}            # read by ``experiments.report``
     resources: {cpus: 1, gpus: 0}       # per cell, for ``--backend ray`` (``ray_backend``)
+    wandb: {project: my-project}        # recipe cells also log to W&B: group = name, job type = arm
 
 An axis may also list *variants*: mappings with a ``name`` and the parameters they set, for arms
 that differ in several keys at once (the axis column holds the name)::
@@ -57,7 +58,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
 
 KINDS = ("function", "recipe")
 TOP_LEVEL_KEYS = ("name", "description", "kind", "function", "recipe", "base", "axes", "seed",
-                  "test", "report", "resources")
+                  "test", "report", "resources", "wandb")
 
 
 @dataclass(frozen=True)

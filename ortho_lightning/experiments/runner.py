@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-from ortho_lightning.exceptions import DataError
+from ortho_lightning.exceptions import ConfigurationError, DataError
 from ortho_lightning.experiments.grid import Cell, Grid
 from ortho_lightning.experiments.locks import LOCK_SUFFIX, atomic_write_text, lock_owner, locked
 from ortho_lightning.experiments.registry import resolve_function
@@ -70,30 +70,53 @@ def flag_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
-def recipe_argv(cell: Cell, folder: Path) -> list[str]:
+def recipe_argv(cell: Cell, folder: Path, wandb: Any = None, experiment: str = "experiment") -> list[str]:
     """The LightningCLI arguments of a recipe cell: its config, each parameter as
     ``--key=value`` (YAML-encoded), its seed, and a CSVLogger into the cell folder (so a grid
-    never needs W&B)."""
+    never needs W&B).
+
+    With the grid's ``wandb:`` set (``true``, or a mapping of ``WandbLogger`` arguments such as
+    ``project``), a ``WandbLogger`` is added beside the CSV one: its run is named by the cell id,
+    grouped by the experiment's name and typed (``job_type``) by the cell's axis values without
+    the seed, so one arm's seeds share a job type and the whole grid is one W&B view. Its files
+    go into the cell folder; ``WANDB_MODE`` decides offline or online, as for any CLI run.
+    """
     argv = ["fit", "--config", cell.target]
     argv += [f"--{key}={flag_value(value)}" for key, value in cell.params.items()]
-    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
-              "init_args": {"save_dir": str(folder), "name": "csv", "version": "run"}}
+    loggers: list[dict[str, Any]] = [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger",
+         "init_args": {"save_dir": str(folder), "name": "csv", "version": "run"}}
+    ]
+    if wandb:
+        if wandb is not True and not isinstance(wandb, dict):
+            raise ConfigurationError(
+                f"experiment 'wandb': expected true or a mapping of WandbLogger arguments, got {wandb!r}"
+            )
+        arm = "-".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in cell.axes.items()) or "all"
+        init_args = {"project": f"ortho-lightning-{experiment}", **(wandb if isinstance(wandb, dict) else {}),
+                     "save_dir": str(folder), "name": cell.id, "group": experiment,
+                     "job_type": arm[:64]}
+        loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": init_args})
+    logger = loggers[0] if len(loggers) == 1 else loggers
     argv += [f"--seed_everything={cell.seed}", f"--trainer.logger={json.dumps(logger)}",
              f"--trainer.default_root_dir={folder}"]
     return argv
 
 
-def run_recipe_cell(cell: Cell, folder: Path, test: bool = False) -> list[dict[str, Any]]:
+def run_recipe_cell(cell: Cell, folder: Path, test: bool = False, wandb: Any = None,
+                    experiment: str = "experiment") -> list[dict[str, Any]]:
     """Train one recipe cell in-process through ``ortho_lightning.cli.cli_main`` and return the
     rows of its ``metrics.csv`` (merged per step). With ``test=True`` the trained model is also
-    evaluated on the test split and the ``test/*`` values land in the last row."""
-    from ortho_lightning.cli import cli_main  # the CLI imports Lightning and the recipes
+    evaluated on the test split and the ``test/*`` values land in the last row. ``wandb`` and
+    ``experiment``: see :func:`recipe_argv`."""
+    from ortho_lightning.cli import cli_main, finish_wandb  # the CLI imports Lightning
 
-    cli = cli_main(recipe_argv(cell, folder))
+    cli = cli_main(recipe_argv(cell, folder, wandb, experiment))
     if test:
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-        for logger in cli.trainer.loggers:
-            logger.save()
+    for logger in cli.trainer.loggers:
+        logger.save()
+    finish_wandb(cli.trainer)
     found = sorted(folder.rglob("metrics.csv"))
     if not found:
         raise DataError(f"cell {cell.id!r}: the run wrote no metrics.csv under {str(folder)!r}")
@@ -126,7 +149,9 @@ def run_cell(cell: Cell, out_dir: str | Path, spec: dict[str, Any] | None = None
     if cell.kind == "function":
         rows = run_function_cell(cell, allow_import)
     else:
-        rows = run_recipe_cell(cell, folder, test=bool((spec or {}).get("test", False)))
+        spec = spec or {}
+        rows = run_recipe_cell(cell, folder, test=bool(spec.get("test", False)),
+                               wandb=spec.get("wandb"), experiment=str(spec.get("name") or "experiment"))
     wall = time.perf_counter() - start
     stamped = cell_table_rows(cell.id, cell.axes, cell.seed, rows)
     write_table(folder / "rows.csv", table_columns(list(cell.axes), stamped), stamped)
