@@ -20,9 +20,6 @@ real batch, so the report shows how close the data comes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 
@@ -118,17 +115,6 @@ def match_input_layer_(module: nn.Module, q_star: float, m2: float) -> float:
     return factors[0]
 
 
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.train(training)
-
-
 def preactivation_q(model: nn.Module, x: Tensor, names: list[str] | None = None) -> dict[str, float]:
     """The measured q of every Linear / ConvNd module on the batch ``x``: mean over the batch
     and the units (and positions) of its output squared, the pre-activation's second moment.
@@ -141,6 +127,8 @@ def preactivation_q(model: nn.Module, x: Tensor, names: list[str] | None = None)
     Returns:
         ``{module name: q}`` in the order the modules ran.
     """
+    from ortho_lightning.spectra._common import measuring  # eval mode, flags restored after
+
     measured: dict[str, float] = {}
     handles = []
     for name, module in model.named_modules():
@@ -151,7 +139,7 @@ def preactivation_q(model: nn.Module, x: Tensor, names: list[str] | None = None)
 
             handles.append(module.register_forward_hook(hook))
     try:
-        with torch.no_grad(), _eval(model):
+        with torch.no_grad(), measuring(model):
             model(x)
     finally:
         for handle in handles:
