@@ -114,8 +114,8 @@ def run_recipe_cell(cell: Cell, folder: Path, test: bool = False, wandb: Any = N
     cli = cli_main(recipe_argv(cell, folder, wandb, experiment))
     if test:
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    for logger in cli.trainer.loggers:
-        logger.save()
+        for logger in cli.trainer.loggers:
+            logger.save()
     finish_wandb(cli.trainer)
     found = sorted(folder.rglob("metrics.csv"))
     if not found:
