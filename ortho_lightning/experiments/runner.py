@@ -105,11 +105,13 @@ def recipe_argv(cell: Cell, folder: Path, wandb: Any = None, experiment: str = "
 
 def run_recipe_cell(cell: Cell, folder: Path, test: bool = False, wandb: Any = None,
                     experiment: str = "experiment") -> list[dict[str, Any]]:
-    """Train one recipe cell in-process through ``ortho_lightning.cli.cli_main`` and return the
+    """Train one recipe cell in-process through the training entry point
+    :func:`ortho_lightning.lightning_cli.cli_main` (what ``ortho-lightning fit`` runs) and return the
     rows of its ``metrics.csv`` (merged per step). With ``test=True`` the trained model is also
     evaluated on the test split and the ``test/*`` values land in the last row. ``wandb`` and
     ``experiment``: see :func:`recipe_argv`."""
-    from ortho_lightning.cli import cli_main, finish_wandb  # the CLI imports Lightning
+    # not ortho_lightning.cli, which imports this package; imported here as it loads Lightning
+    from ortho_lightning.lightning_cli import cli_main, finish_wandb
 
     cli = cli_main(recipe_argv(cell, folder, wandb, experiment))
     if test:

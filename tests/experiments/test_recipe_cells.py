@@ -1,10 +1,10 @@
-"""One tiny grid of real training cells through ``ortho_lightning.cli.cli_main``."""
+"""One tiny grid of real training cells through ``ortho_lightning.lightning_cli.cli_main``."""
 
 import pytest
 import torch
 import yaml
 
-import ortho_lightning.cli
+import ortho_lightning.lightning_cli
 from ortho_lightning.experiments.grid import expand
 from ortho_lightning.experiments.runner import run_grid
 from ortho_lightning.experiments.table import read_table
@@ -28,8 +28,8 @@ def test_recipe_grid_trains_and_tabulates_lightning_metrics(tmp_path, mnist_dir,
     grid = expand({"kind": "recipe", "recipe": str(path), "test": True,
                    "axes": {"model.init_args.width": [4, 8]}, "seed": [0]})
     clis = []  # each cell's CLI (its trained model and data), kept to check the table against
-    real_cli_main = ortho_lightning.cli.cli_main
-    monkeypatch.setattr(ortho_lightning.cli, "cli_main",
+    real_cli_main = ortho_lightning.lightning_cli.cli_main
+    monkeypatch.setattr(ortho_lightning.lightning_cli, "cli_main",
                         lambda *a, **k: clis.append(real_cli_main(*a, **k)) or clis[-1])
     run_grid(grid, tmp_path / "out", progress=False, report=False)
     assert len(clis) == 2
