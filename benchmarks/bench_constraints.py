@@ -19,7 +19,7 @@ them alike). On a shared machine wall time measures the neighbours as much as th
 table's main number is the process CPU time of a step (one intra-op thread by default, so CPU
 time is the work done); the median wall-time ratio is shown beside it.
 
-    python benchmarks/bench_constraints.py [--rounds 7] [--threads 1] [--modes row pixel]
+    python benchmarks/bench_constraints.py [--rounds 7] [--threads 1] [--modes row pixel] [--device cuda]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from types import SimpleNamespace
 import geotorch
 import torch
 import torch.nn.functional as F
+from _device import add_device_argument, describe, resolve_device, synchronize
 from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
@@ -56,13 +57,15 @@ class Net(LightningModule):
 class Variant:
     """A model, its optimizer and the way one step is taken."""
 
-    def __init__(self, name: str, inputs: int) -> None:
+    def __init__(self, name: str, inputs: int, device: torch.device) -> None:
         torch.manual_seed(0)
         self.name = name
-        self.model = Net(inputs)
+        self.device = device
+        self.model = Net(inputs).to(device)
         self.cached = name.endswith("+cached")
         self.callback = None
-        self.trainer = SimpleNamespace(global_step=0, accumulate_grad_batches=1)
+        self.trainer = SimpleNamespace(global_step=0, accumulate_grad_batches=1, global_rank=0,
+                                       loggers=[])
         if name.startswith("geotorch"):
             geotorch.orthogonal(self.model.rnn, "weight_hh_l0")
         elif name.startswith("torch"):
@@ -78,6 +81,7 @@ class Variant:
 
     def step(self, x, y) -> tuple[float, float]:
         cb, trainer, model = self.callback, self.trainer, self.model
+        synchronize(self.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         self.opt.zero_grad()
         if cb is not None:
@@ -92,6 +96,7 @@ class Variant:
         trainer.global_step += 1
         if cb is not None:
             cb.on_train_batch_end(trainer, model, loss, (x, y), 0)
+        synchronize(self.device)
         return time.perf_counter() - start, time.process_time() - cpu_start
 
 
@@ -107,12 +112,12 @@ VARIANTS = [
 ]
 
 
-def bench(mode: str, rounds: int) -> list[tuple[str, float, float]]:
+def bench(mode: str, rounds: int, device: torch.device) -> list[tuple[str, float, float]]:
     steps, inputs, batch = MODES[mode]
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, steps, inputs, generator=g)
-    y = torch.randint(0, CLASSES, (batch,), generator=g)
-    variants = [Variant(name, inputs) for name in VARIANTS]
+    x = torch.randn(batch, steps, inputs, generator=g).to(device)
+    y = torch.randint(0, CLASSES, (batch,), generator=g).to(device)
+    variants = [Variant(name, inputs, device) for name in VARIANTS]
     for v in variants:  # warm-up
         v.step(x, y)
     times = {v.name: [] for v in variants}
@@ -131,15 +136,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=["row", "pixel"], choices=sorted(MODES))
+    add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer in this bare loop
     print(f"torch {torch.__version__}, geotorch {getattr(geotorch, '__version__', '?')}, "
-          f"{args.threads} thread(s), {args.rounds} rounds, medians")
+          f"device {describe(device)}, {args.threads} thread(s), {args.rounds} rounds, medians"
+          + (" (on CUDA the CPU columns are the host's time; the wall ratio is the one to read)"
+             if device.type == "cuda" else ""))
     header = " | ".join(f"{m} CPU ms | {m} CPU ratio | {m} wall ratio" for m in args.modes)
     print(f"| variant | {header} |")
     print("|---|" + "---|---|---|" * len(args.modes))
-    results = {m: bench(m, args.rounds) for m in args.modes}
+    results = {m: bench(m, args.rounds, device) for m in args.modes}
     for i, name in enumerate(VARIANTS):
         cells = []
         for m in args.modes:

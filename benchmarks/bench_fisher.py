@@ -14,7 +14,9 @@ The true Fisher of a softmax output is the GGN of the cross-entropy (H = diag(p)
 not depend on the labels), so the peers get random labels and mean reduction.
 Peers are optional (``pip install .[bench]``); a missing one is skipped with a note.
 
-Usage: ``python benchmarks/bench_fisher.py [--threads 1] [--repeats 3] [--skip-slow]``
+Usage: ``python benchmarks/bench_fisher.py [--threads 1] [--repeats 3] [--skip-slow]
+[--device cuda]`` (``--device``: every model, input and peer on that device; CUDA times are
+wall times with the device synchronized around each call, benchmarks/_device.py)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _device import add_device_argument, describe, resolve_device, timed_call
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
@@ -72,16 +75,16 @@ class RowRNN(nn.Module):
 #: machine other processes' load barely moves it; with one thread it equals the wall time of a
 #: quiet machine). Set by ``--clock``.
 CLOCK = {"clock": time.perf_counter}
+#: where models, inputs and peers run; set by ``--device`` (benchmarks/_device.py)
+DEVICE = {"device": torch.device("cpu")}
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     out = fn()  # warm-up
     times = []
-    clock = CLOCK["clock"]
     for _ in range(repeats):
-        start = clock()
-        out = fn()
-        times.append(clock() - start)
+        t, out = timed_call(fn, DEVICE["device"], CLOCK["clock"])
+        times.append(t)
     return min(times), out
 
 
@@ -110,7 +113,7 @@ def nngeometry_route(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(x, y), batch_size=x.shape[0]
     )
-    fmat = FIM(model, loader, FMatDense, variant="classif_logits")
+    fmat = FIM(model, loader, FMatDense, variant="classif_logits", device=str(x.device))
     data = fmat.data
     s = data.shape
     return torch.linalg.eigvalsh(data.reshape(s[0] * s[1], s[2] * s[3])).flip(0)
@@ -190,7 +193,7 @@ def curvlinops_topk(
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()
     return float(((a - b).abs() / b.abs().clamp_min(1e-30)).max())
 
 
@@ -219,6 +222,7 @@ def main() -> None:
         "SqrtGGNExact), others (CNN, RNN, small MLP: structured vs generic routes), memory "
         "(opt-in: peak RSS of each route in a fresh process, widths 128/256/512)",
     )
+    add_device_argument(parser)
     parser.add_argument(
         "--memory-child", nargs=2, metavar=("ROUTE", "WIDTH"), help=argparse.SUPPRESS
     )
@@ -228,12 +232,16 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
+    dev = DEVICE["device"] = resolve_device(args.device)
+    if dev.type == "cuda" and args.clock == "cpu":
+        raise SystemExit("--clock cpu measures this process's CPU time: use --clock wall on CUDA")
     torch.manual_seed(0)
-    model = mlp()
-    x = torch.randn(64, 784)
-    y = torch.randint(0, 10, (64,))
+    model = mlp().to(dev)
+    x = torch.randn(64, 784).to(dev)
+    y = torch.randint(0, 10, (64,)).to(dev)
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"torch {torch.__version__}, threads {args.threads}, P = {num_params:,}, N = 64, C = 10")
+    print(f"torch {torch.__version__}, device {describe(dev)}, threads {args.threads}, "
+          f"P = {num_params:,}, N = 64, C = 10")
     rows: list[tuple[str, str, float, float | None, str]] = []
 
     def add(row: tuple[str, str, float, float | None, str]) -> None:
@@ -315,7 +323,7 @@ def run_trace(model, x, y, args, add) -> None:
     t_tr, tr = best_of(lambda: fisher_trace(model, x), args.repeats)
     add(("trace", "ortho_lightning exact (structured diagonal)", t_tr, None, f"{float(tr):.6g}"))
     if have("backpack"):
-        bp_model = mlp()
+        bp_model = mlp().to(x.device)
         bp_model.load_state_dict(model.state_dict())
         t, bp = best_of(lambda: backpack_trace(bp_model, x, y), args.repeats)
         add(
@@ -334,8 +342,8 @@ def run_trace(model, x, y, args, add) -> None:
 def run_topk(model, x, y, args, add) -> None:
     peer = copy.deepcopy(model)  # curvlinops' own copy (see run_exact)
     for n in (64, args.big_n):
-        xb = x if n == 64 else torch.randn(n, 784)
-        yb = y if n == 64 else torch.randint(0, 10, (n,))
+        xb = x if n == 64 else torch.randn(n, 784).to(x.device)
+        yb = y if n == 64 else torch.randint(0, 10, (n,)).to(x.device)
         t_l, top = best_of(
             lambda xb=xb: fisher_eigenvalues(model, xb, method="lanczos", k=10, tol=args.tol),
             args.repeats if n == 64 else 1,
@@ -365,19 +373,20 @@ def run_cnn_peers(args, add) -> None:
     from ortho_lightning.init import initialize
     from ortho_lightning.models import CNNClassifier
 
+    dev = DEVICE["device"]
     torch.manual_seed(0)
     recipe = CNNClassifier(depth=32, channels=32, downsample=2).eval()
     # the recipe's init (at PyTorch's default init the 32-layer net's Jacobian vanishes and the
     # Fisher has only the head's C - 1 non-zero eigenvalues)
     initialize(recipe, "delta_orthogonal", "critical", "tanh", 0.0, include=["stem.*", "body.*"])
     cases = [
-        ("CNN 6x32 (28x28), N=64", cnn().eval(), 64),
-        ("recipe CNN 32x32 (7x7 after 2 stride-2), N=8", recipe, 8),
+        ("CNN 6x32 (28x28), N=64", cnn().eval().to(dev), 64),
+        ("recipe CNN 32x32 (7x7 after 2 stride-2), N=8", recipe.to(dev), 8),
         ("recipe CNN 32x32 (7x7 after 2 stride-2), N=64", recipe, 64),
     ]
     for name, model, n in cases:
-        x = torch.randn(n, 1, 28, 28)
-        y = torch.randint(0, 10, (n,))
+        x = torch.randn(n, 1, 28, 28).to(dev)
+        y = torch.randint(0, 10, (n,)).to(dev)
         num_params = sum(p.numel() for p in model.parameters())
         ours_model = copy.deepcopy(model)
         t_ours, ours = best_of(lambda m=ours_model, x=x: fisher_eigenvalues(m, x), args.repeats)
@@ -405,10 +414,11 @@ def run_cnn_peers(args, add) -> None:
 
 def run_other_models(args, add) -> None:
     # --- the other recipe-sized models: exact spectrum, structured vs generic routes
+    dev = DEVICE["device"]
     others = {
-        "CNN 6x32 (28x28)": (cnn(), torch.randn(64, 1, 28, 28)),
-        "RNN 128 (28 rows)": (RowRNN(), torch.randn(64, 28, 28)),
-        "MLP 784-64x3-10": (mlp(64, 3), torch.randn(64, 784)),
+        "CNN 6x32 (28x28)": (cnn().to(dev), torch.randn(64, 1, 28, 28).to(dev)),
+        "RNN 128 (28 rows)": (RowRNN().to(dev), torch.randn(64, 28, 28).to(dev)),
+        "MLP 784-64x3-10": (mlp(64, 3).to(dev), torch.randn(64, 784).to(dev)),
     }
     for name, (m, xm) in others.items():
         t_s, fast = best_of(lambda m=m, xm=xm: fisher_eigenvalues(m, xm), args.repeats)

@@ -16,6 +16,7 @@ MNIST epoch is 469 steps): the MLP 784-256x8-10 tanh (``MLPClassifier``) and the
   wall-clock ratio is noise-dominated; the steady-state estimate above is the robust number.
 
     .venv/bin/python benchmarks/bench_monitors.py [--models mlp rnn] [--steps 300] [--repeats 3]
+        [--device cuda]
 
 ``--recipe`` instead measures the monitors of ``recipes/mnist_mlp_critical.yaml`` with the
 arguments that file gives them (read from it, figures and cadence included) on the recipe's
@@ -42,6 +43,7 @@ from pathlib import Path
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import torch
+from _device import add_device_argument, describe, resolve_device, synchronize
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -54,6 +56,8 @@ from ortho_lightning.callbacks import (
 from ortho_lightning.models import MLPClassifier, RNNClassifier
 
 STEPS_PER_EPOCH = 469  # MNIST, batch 128
+#: where the models train and the monitors measure (``--device``; the --recipe mode is CPU only)
+DEVICE = {"device": torch.device("cpu")}
 
 
 MODELS = {
@@ -79,7 +83,8 @@ def fit_seconds(model_name: str, steps: int, callbacks: list) -> float:
     torch.manual_seed(0)
     build, shape = MODELS[model_name]
     trainer = Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if DEVICE["device"].type == "cuda" else "cpu",
+        devices=1,
         max_epochs=1,
         limit_val_batches=0,
         logger=False,
@@ -99,14 +104,18 @@ def step_seconds(model_name: str, steps: int = 100) -> float:
     """Median seconds of one bare training step (forward, backward, Adam) at batch 128: no
     Lightning overhead, so the overheads computed from it are upper bounds."""
     build, shape = MODELS[model_name]
-    model = build()
+    dev = DEVICE["device"]
+    model = build().to(dev)
     optimizer = torch.optim.Adam(model.parameters())
     times = []
     for x, y in data(shape, steps):
+        x, y = x.to(dev), y.to(dev)
+        synchronize(dev)
         start = time.perf_counter()
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
+        synchronize(dev)
         times.append(time.perf_counter() - start)
     return statistics.median(times[5:])
 
@@ -115,16 +124,19 @@ def measurement_seconds(model_name: str, repeats: int = 7) -> dict[str, float]:
     """Median of ``repeats`` measurements of each monitor (default arguments) on the model,
     after one warm-up call."""
     build, shape = MODELS[model_name]
-    model = build()
-    probe = torch.rand(64, *shape)
+    dev = DEVICE["device"]
+    model = build().to(dev)
+    probe = torch.rand(64, *shape).to(dev)
     out = {}
     for monitor in monitors():
         monitor.probe = probe[: monitor.probe_size]
         monitor.compute(model, monitor.probe)  # warm-up
         times = []
         for _ in range(repeats):
+            synchronize(dev)
             start = time.perf_counter()
             monitor.compute(model, monitor.probe)
+            synchronize(dev)
             times.append(time.perf_counter() - start)
         out[type(monitor).__name__] = statistics.median(times)
     return out
@@ -283,12 +295,17 @@ def main() -> None:
     parser.add_argument("--recipe", action="store_true", help="the MLP recipe's cadence instead")
     parser.add_argument("--recipe-epochs", type=int, default=1, help="epochs of each --recipe run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --recipe")
+    add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    DEVICE["device"] = resolve_device(args.device)
+    if args.recipe and DEVICE["device"].type != "cpu":
+        raise SystemExit("--recipe measures process CPU seconds: run it with --device cpu")
     if args.recipe:
         recipe_report(args.recipe_epochs, args.rounds)
         return
-    print(f"batch 128, {args.threads} threads, an epoch = {STEPS_PER_EPOCH} steps")
+    print(f"batch 128, device {describe(DEVICE['device'])}, {args.threads} threads, "
+          f"an epoch = {STEPS_PER_EPOCH} steps")
     for name in args.models:
         report(name, args.steps, args.repeats)
 

@@ -11,14 +11,16 @@ route one run):
 - the kernel alone (``ntk_matrix`` vs the Jacobian Gram, no eigensolver), ``ntk_trace`` and the
   Lanczos top-10 (``method="lanczos"``) for scale.
 
-Usage: ``python benchmarks/bench_ntk.py [--threads 1] [--repeats 3]``
+Usage: ``python benchmarks/bench_ntk.py [--threads 1] [--repeats 3] [--device cuda]``
 """
 
 from __future__ import annotations
 
 import argparse
 
+import bench_fisher
 import torch
+from _device import add_device_argument, describe, resolve_device
 from bench_fisher import best_of, mlp, rel
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
@@ -44,13 +46,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=3)
+    add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    dev = bench_fisher.DEVICE["device"] = resolve_device(args.device)  # best_of synchronizes
     torch.manual_seed(0)
-    model = mlp().eval()
-    x = torch.randn(64, 784)
+    model = mlp().eval().to(dev)
+    x = torch.randn(64, 784).to(dev)
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"torch {torch.__version__}, threads {args.threads}, P = {num_params:,}, N = 64, C = 10")
+    print(f"torch {torch.__version__}, device {describe(dev)}, threads {args.threads}, "
+          f"P = {num_params:,}, N = 64, C = 10")
     rows: list[tuple[str, str, float, float | None, str]] = []
 
     def add(task: str, method: str, t: float, ratio: float | None, check: str = "") -> None:
