@@ -32,41 +32,21 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ortho_lightning.activations import Activation, Elementwise
 from ortho_lightning.exceptions import ActivationError, ConfigurationError
+from ortho_lightning.validation import check_int, fail
 
 STAGES = ("train", "val", "test")
 
 
-def check_int(owner: str, key: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``, else raise a ConfigurationError
-    naming ``owner.key``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"{owner}: {key} must be an integer >= {minimum}, got {value!r}"
-        )
-    return value
-
-
-def check_choice(owner: str, key: str, value: Any, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a ConfigurationError naming
-    ``owner.key``, the accepted values and the value received."""
-    if value not in choices:
-        raise ConfigurationError(
-            f"{owner}: {key} must be one of {list(choices)}, got {value!r}"
-        )
-    return value
-
-
 def check_shape(owner: str, key: str, value: Any, ndim: Sequence[int]) -> tuple[int, ...]:
-    """Return ``value`` as a tuple of positive ints with a length in ``ndim``."""
+    """Return ``value`` as a tuple of positive ints with a length in ``ndim`` (a ConfigurationError
+    in :mod:`ortho_lightning.validation`'s format otherwise)."""
     try:
         shape = tuple(int(v) for v in value)
     except (TypeError, ValueError):
         shape = ()
     if len(shape) not in ndim or any(s < 1 for s in shape):
-        raise ConfigurationError(
-            f"{owner}: {key} must be {' or '.join(str(n) for n in ndim)} positive integers "
-            f"(the shape of one sample), got {value!r}"
-        )
+        fail(owner, key, f"{' or '.join(str(n) for n in ndim)} positive integers "
+             "(the shape of one sample)", value)
     return shape
 
 

@@ -12,11 +12,10 @@ from torch import Tensor, nn
 from ortho_lightning.activations import Activation
 from ortho_lightning.models.base import (
     ClassificationModule,
-    check_choice,
-    check_int,
     check_shape,
     make_activation,
 )
+from ortho_lightning.validation import check_choice, check_int
 
 KINDS = ("2d", "1d")
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
@@ -72,9 +71,9 @@ class CNNClassifier(ClassificationModule):
         self.save_hyperparameters()
         owner = type(self).__name__
         self.kind = check_choice(owner, "kind", kind, KINDS)
-        check_int(owner, "depth", depth)
-        check_int(owner, "channels", channels)
-        check_int(owner, "kernel_size", kernel_size)
+        check_int(owner, "depth", depth, minimum=1)
+        check_int(owner, "channels", channels, minimum=1)
+        check_int(owner, "kernel_size", kernel_size, minimum=1)
         check_int(owner, "downsample", downsample, minimum=0)
         check_choice(owner, "padding_mode", padding_mode, PADDING_MODES)
         self.input_shape = check_shape(owner, "input_shape", input_shape,

@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from ortho_lightning.activations import Activation
 from ortho_lightning.models.base import (
     ClassificationModule,
-    check_int,
     check_shape,
     make_activation,
 )
+from ortho_lightning.validation import check_int
 
 
 class MLPClassifier(ClassificationModule):
@@ -50,8 +50,8 @@ class MLPClassifier(ClassificationModule):
         super().__init__(num_classes, optimizer, lr_scheduler)
         self.save_hyperparameters()
         owner = type(self).__name__
-        check_int(owner, "depth", depth)
-        check_int(owner, "width", width)
+        check_int(owner, "depth", depth, minimum=1)
+        check_int(owner, "width", width, minimum=1)
         shape = check_shape(owner, "input_shape", input_shape, ndim=(1, 2, 3))
         layers: list[nn.Module] = []
         fan_in = math.prod(shape)

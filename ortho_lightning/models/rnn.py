@@ -11,10 +11,9 @@ from torch import Tensor, nn
 
 from ortho_lightning.models.base import (
     ClassificationModule,
-    check_choice,
-    check_int,
     check_shape,
 )
+from ortho_lightning.validation import check_choice, check_int
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 NONLINEARITIES = ("tanh", "relu")  # what the fused nn.RNN kernel offers
@@ -56,8 +55,8 @@ class RNNClassifier(ClassificationModule):
         self.save_hyperparameters()
         owner = type(self).__name__
         check_choice(owner, "cell", cell, tuple(CELLS))
-        check_int(owner, "hidden_size", hidden_size)
-        check_int(owner, "num_layers", num_layers)
+        check_int(owner, "hidden_size", hidden_size, minimum=1)
+        check_int(owner, "num_layers", num_layers, minimum=1)
         check_choice(owner, "nonlinearity", nonlinearity,
                      NONLINEARITIES if cell == "rnn" else ("tanh",))
         self.input_shape = check_shape(owner, "input_shape", input_shape, ndim=(2,))
