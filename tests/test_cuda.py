@@ -130,7 +130,7 @@ def test_theory_deep_linear_orthogonal_net_is_an_isometry_on_device():
     assert wasserstein1(sv, sv) == 0.0
 
 
-def _train(accelerator: str, folder) -> list[dict]:
+def _train(accelerator: str, folder, precision: str = "32-true") -> list[dict]:
     from ortho_lightning.callbacks import (
         FisherSpectrumMonitor,
         JacobianSpectrumMonitor,
@@ -153,6 +153,7 @@ def _train(accelerator: str, folder) -> list[dict]:
         NTKSpectrumMonitor(probe_size=4, **every),
     ]
     trainer = Trainer(accelerator=accelerator, devices=1, max_steps=4, callbacks=callbacks,
+                      precision=precision,
                       logger=CSVLogger(folder, name="csv", version="run"), log_every_n_steps=1,
                       enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0)
@@ -182,5 +183,27 @@ def test_short_training_with_every_callback_on_device(tmp_path):
     compared = [k for k in first if k.startswith("spectra/") and k.endswith(STABLE)
                 and isinstance(first[k], float) and math.isfinite(first[k])]
     assert {k.split("/")[1] for k in compared} >= {"jacobian", "fisher", "weights"}, sorted(first)
+    for key in compared:
+        assert math.isclose(first[key], first_cpu[key], rel_tol=1e-3, abs_tol=1e-5), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_training_with_every_callback_on_device(tmp_path, precision):
+    """The same 4 steps under autocast: the monitors measure outside it, in the parameters'
+    float32, so their fit-start spectra equal the float32 CPU run's; every logged spectrum is
+    finite and the constraint still holds after the mixed-precision steps."""
+    if DEVICE.type != "cuda" and precision == "16-mixed":
+        pytest.skip("float16 autocast needs CUDA (run with a GPU: make test-gpu)")
+    rows = _train("gpu" if DEVICE.type == "cuda" else "cpu", tmp_path / "mixed", precision)
+    reference = _train("cpu", tmp_path / "cpu")
+    logged = {k: v for r in rows for k, v in r.items()
+              if k.startswith("spectra/") and k.endswith(STABLE) and isinstance(v, float)}
+    assert {k.split("/")[1] for k in logged} >= {"jacobian", "fisher", "weights", "ntk"}
+    assert all(math.isfinite(v) for v in logged.values()), logged
+    first, first_cpu = rows[0], reference[0]
+    compared = [k for k in first if k.startswith("spectra/") and k.endswith(STABLE)
+                and isinstance(first[k], float) and math.isfinite(first[k])]
+    assert compared
     for key in compared:
         assert math.isclose(first[key], first_cpu[key], rel_tol=1e-3, abs_tol=1e-5), key
