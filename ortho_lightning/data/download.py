@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ortho_lightning.exceptions import ConfigurationError, DataError
+from ortho_lightning.validation import fail
 
 #: The four MNIST files, in the order train images, train labels, test images, test labels.
 MNIST_FILES: tuple[str, ...] = (
@@ -68,26 +69,21 @@ def how_to_provide(folder: Path, names: Sequence[str] = MNIST_FILES) -> str:
     )
 
 
-def check_mirrors(mirrors: Sequence[str]) -> list[str]:
+def check_mirrors(mirrors: Sequence[str], owner: str = "download_mnist") -> list[str]:
     """Return ``mirrors`` as a list after checking each is an http(s)/file URL.
 
     Raises:
-        ConfigurationError: naming the offending mirror and the accepted schemes.
+        ConfigurationError: naming ``owner``, the offending mirror and the accepted schemes.
     """
     if isinstance(mirrors, str):
-        raise ConfigurationError(
-            f"mirrors must be a list of base URLs, got the single string {mirrors!r}"
-        )
+        fail(owner, "mirrors", "a list of base URLs, not a single string", mirrors)
     checked = []
-    for mirror in mirrors:
-        scheme = urllib.parse.urlparse(str(mirror)).scheme
-        if scheme not in _SCHEMES:
-            raise ConfigurationError(
-                f"mirror {mirror!r} has scheme {scheme!r}; accepted schemes: {', '.join(_SCHEMES)}"
-            )
+    for i, mirror in enumerate(mirrors):
+        if urllib.parse.urlparse(str(mirror)).scheme not in _SCHEMES:
+            fail(owner, f"mirrors[{i}]", f"a URL whose scheme is one of {list(_SCHEMES)}", mirror)
         checked.append(str(mirror))
     if not checked:
-        raise ConfigurationError("mirrors is empty: give at least one base URL, or None")
+        fail(owner, "mirrors", "a non-empty list of base URLs, or None", mirrors)
     return checked
 
 

@@ -21,6 +21,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ortho_lightning.data.download import (
+    DEFAULT_DEADLINE,
     MNIST_FILES,
     check_mirrors,
     download_mnist,
@@ -29,6 +30,7 @@ from ortho_lightning.data.download import (
 from ortho_lightning.data.idx import read_idx
 from ortho_lightning.data.sampling import EpochSampler, ResumableDataLoader
 from ortho_lightning.exceptions import ConfigurationError, DataError
+from ortho_lightning.validation import check_choice, check_int, check_number, fail
 
 #: Environment variable naming the default data folder.
 DATA_ENV = "ORTHO_LIGHTNING_DATA"
@@ -204,6 +206,8 @@ class MNISTDataModule(LightningDataModule):
         num_workers, persistent_workers, pin_memory: passed to every DataLoader.
         download: download missing files in :meth:`prepare_data`; False never uses the network.
         mirrors: base URLs to download from (default: the public MNIST mirrors).
+        deadline: seconds the whole download in :meth:`prepare_data` may take, every file and
+            mirror together (:func:`~ortho_lightning.data.download.download_mnist`).
         shuffle: shuffle the training loader.
         shuffle_seed: the training order of epoch ``e`` is a function of ``(shuffle_seed, e)``
             (:class:`~ortho_lightning.data.sampling.EpochSampler`); ``None``: the seed of
@@ -235,25 +239,20 @@ class MNISTDataModule(LightningDataModule):
         shuffle: bool = True,
         shuffle_seed: int | None = None,
         allow_subset: bool = False,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         super().__init__()
-        _check_int("batch_size", batch_size, minimum=1)
-        if shuffle_seed is not None:
-            _check_int("shuffle_seed", shuffle_seed, minimum=0)
-        _check_int("val_size", val_size, minimum=0)
-        _check_int("num_workers", num_workers, minimum=0)
-        if val_split not in VAL_SPLITS:
-            raise ConfigurationError(
-                f"MNISTDataModule: val_split must be one of {VAL_SPLITS}, got {val_split!r}"
-            )
-        if not std > 0:
-            raise ConfigurationError(f"MNISTDataModule: std must be > 0, got {std!r}")
+        owner = type(self).__name__
+        check_int(owner, "batch_size", batch_size, minimum=1)
+        check_int(owner, "shuffle_seed", shuffle_seed, minimum=0, optional=True)
+        check_int(owner, "val_size", val_size, minimum=0)
+        check_int(owner, "num_workers", num_workers, minimum=0)
+        check_choice(owner, "val_split", val_split, VAL_SPLITS)
+        check_number(owner, "std", std, positive=True)
+        check_number(owner, "deadline", deadline, positive=True)
         if persistent_workers and num_workers == 0:
-            raise ConfigurationError(
-                "MNISTDataModule: persistent_workers=True needs num_workers > 0, got "
-                "num_workers=0"
-            )
-        self.mirrors = None if mirrors is None else check_mirrors(mirrors)
+            fail(owner, "num_workers", "> 0 when persistent_workers=True", num_workers)
+        self.mirrors = None if mirrors is None else check_mirrors(mirrors, owner)
         self.save_hyperparameters()
         self.data_dir = resolve_data_dir(data_dir)
         self.train_dataset: MNISTTensorDataset | None = None
@@ -290,7 +289,8 @@ class MNISTDataModule(LightningDataModule):
             return
         if not self.hparams.download:
             raise DataError(self._missing_message(missing, "download=False, so none was fetched"))
-        download_mnist(self.data_dir, missing, mirrors=self.mirrors)
+        download_mnist(self.data_dir, missing, mirrors=self.mirrors,
+                       deadline=self.hparams.deadline)
 
     def _load(self, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         found, missing = locate_mnist(self.data_dir, names)
@@ -425,10 +425,3 @@ def check_split_size(path: Path, count: int, split: str, allow_subset: bool = Fa
         f"MNIST {split} file {path} holds {count:,} images, MNIST's {split} split has "
         f"{expected:,}{hint}{advice}"
     )
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"MNISTDataModule: {name} must be an integer >= {minimum}, got {value!r}"
-        )

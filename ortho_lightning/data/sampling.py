@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.validation import check_int
 
 __all__ = ["EpochSampler", "ResumableDataLoader", "epoch_generator"]
 
@@ -52,9 +52,8 @@ class EpochSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
-        for name, value in (("n", n), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigurationError(f"EpochSampler: {name} must be an integer >= 0, got {value!r}")
+        check_int("EpochSampler", "n", n, minimum=0)
+        check_int("EpochSampler", "seed", seed, minimum=0)
         self.n = n
         self.seed = seed
         self.shuffle = shuffle

@@ -12,8 +12,9 @@ from typing import Literal
 
 import torch
 
+from ortho_lightning.data.download import DEFAULT_DEADLINE
 from ortho_lightning.data.mnist import IMAGE_SIZE, MNISTDataModule, PixelTransform
-from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.validation import check_choice, check_int
 
 MODES = ("pixel", "row")
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -60,16 +61,10 @@ class SeqMNISTDataModule(MNISTDataModule):
         shuffle: bool = True,
         shuffle_seed: int | None = None,
         allow_subset: bool = False,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
-        if mode not in MODES:
-            raise ConfigurationError(
-                f"SeqMNISTDataModule: mode must be one of {MODES}, got {mode!r}"
-            )
-        if isinstance(permutation_seed, bool) or not isinstance(permutation_seed, int):
-            raise ConfigurationError(
-                f"SeqMNISTDataModule: permutation_seed must be an integer, got "
-                f"{permutation_seed!r}"
-            )
+        check_choice("SeqMNISTDataModule", "mode", mode, MODES)
+        check_int("SeqMNISTDataModule", "permutation_seed", permutation_seed)
         super().__init__(
             data_dir=data_dir,
             batch_size=batch_size,
@@ -87,6 +82,7 @@ class SeqMNISTDataModule(MNISTDataModule):
             shuffle=shuffle,
             shuffle_seed=shuffle_seed,
             allow_subset=allow_subset,
+            deadline=deadline,
         )
         self.permutation: torch.Tensor | None = (
             pixel_permutation(permutation_seed) if permute else None

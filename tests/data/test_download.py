@@ -201,16 +201,38 @@ def test_datamodule_download_failure_is_a_clear_error(tmp_path, closed_port_url)
 
 
 BAD_MIRRORS = {
-    "ftp": (["ftp://example.org/mnist/"], "scheme 'ftp'; accepted schemes: http, https, file"),
-    "string": ("http://127.0.0.1/", "a list of base URLs, got the single string"),
-    "empty": ([], "mirrors is empty"),
+    "ftp": (["http://127.0.0.1/", "ftp://example.org/mnist/"],
+            r"mirrors\[1\] must be a URL whose scheme is one of \['http', 'https', 'file'\], "
+            "got 'ftp://example.org/mnist/'"),
+    "string": ("http://127.0.0.1/", "mirrors must be a list of base URLs, not a single string, "
+               "got 'http://127.0.0.1/'"),
+    "empty": ([], r"mirrors must be a non-empty list of base URLs, or None, got \[\]"),
 }
 
 
 @pytest.mark.parametrize("mirrors,message", BAD_MIRRORS.values(), ids=BAD_MIRRORS.keys())
 def test_bad_mirrors_are_rejected(mirrors, message):
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match="MNISTDataModule: " + message):
         MNISTDataModule(mirrors=mirrors)
+    with pytest.raises(ConfigurationError, match="download_mnist: " + message):
+        download_mnist("unused", mirrors=mirrors)
+
+
+def test_datamodule_passes_its_deadline_to_the_download(server, tmp_path, monkeypatch):
+    # every file stalls after half its bytes (10 s, then the connection is closed): without the
+    # deadline the four files would take 4 x 10 s; with it the whole download stops at 0.5 s
+    for name in MNIST_FILES:
+        server.routes["/mnist/" + name] = (PAYLOAD, "stall")
+    monkeypatch.setattr(dl, "MNIST_MD5", dict.fromkeys(MNIST_FILES, PAYLOAD_MD5))
+    dm = MNISTDataModule(data_dir=str(tmp_path / "data"), mirrors=[server.url + "mnist"],
+                         deadline=0.5)
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"deadline=0.5 s for the whole download"):
+        dm.prepare_data()
+    assert time.monotonic() - start < 5
+    assert not list((tmp_path / "data").iterdir())  # no partial file left behind
+    with pytest.raises(ConfigurationError, match="MNISTDataModule: deadline must be a finite number > 0, got 0"):
+        MNISTDataModule(deadline=0)
 
 
 def test_unknown_file_name_has_no_md5(tmp_path, closed_port_url):

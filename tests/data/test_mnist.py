@@ -179,12 +179,14 @@ def test_trainer_fit_and_test_with_the_datamodule(tiny_mnist, tmp_path):
 # -- bad input -----------------------------------------------------------------------------
 
 BAD_ARGS = {
-    "val_split": ({"val_split": "first"}, r"val_split must be one of \('random', 'last'\), got 'first'"),
+    "val_split": ({"val_split": "first"}, r"val_split must be one of \['random', 'last'\], got 'first'"),
     "batch_size": ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
     "val_size": ({"val_size": -1}, "val_size must be an integer >= 0, got -1"),
     "num_workers": ({"num_workers": 1.5}, "num_workers must be an integer >= 0, got 1.5"),
-    "std": ({"std": 0.0}, "std must be > 0, got 0.0"),
-    "persistent": ({"persistent_workers": True}, "persistent_workers=True needs num_workers > 0"),
+    "std": ({"std": 0.0}, "std must be a finite number > 0, got 0.0"),
+    "shuffle_seed": ({"shuffle_seed": -1}, "shuffle_seed must be an integer >= 0 or None, got -1"),
+    "persistent": ({"persistent_workers": True},
+                   "num_workers must be > 0 when persistent_workers=True, got 0"),
 }
 
 

@@ -117,7 +117,7 @@ def test_hyperparameters_include_the_image_ones(tiny_mnist):
 
 
 BAD_ARGS = {
-    "mode": ({"mode": "column"}, r"mode must be one of \('pixel', 'row'\), got 'column'"),
+    "mode": ({"mode": "column"}, r"mode must be one of \['pixel', 'row'\], got 'column'"),
     "seed": ({"permutation_seed": "7"}, "permutation_seed must be an integer, got '7'"),
     "inherited": ({"val_split": "middle"}, "val_split must be one of"),
 }
