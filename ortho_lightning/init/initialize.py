@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from ortho_lightning.activations import Activation, get_activation
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.init._random import standard_normal
-from ortho_lightning.init.criticality import CriticalPoint, Gain, critical_point, resolve_gain
+from ortho_lightning.init.criticality import Gain, resolve_gain
 from ortho_lightning.init.delta_orthogonal import delta_orthogonal_
 from ortho_lightning.init.gaussian import gaussian_, identity_
 from ortho_lightning.init.glorot import glorot_normal_, glorot_uniform_
@@ -39,6 +39,9 @@ from ortho_lightning.init.orthogonal import orthogonal_
 from ortho_lightning.init.recurrent import gate_blocks
 from ortho_lightning.matrices import check_recurrent, is_recurrent, matrix_views
 from ortho_lightning.selection import ModuleSelector
+
+if TYPE_CHECKING:  # theory is imported on first use (gain="critical"), not with init
+    from ortho_lightning.theory.criticality import CriticalPoint
 
 #: A scheme: ``fn(tensor, gain, generator=generator) -> tensor`` in place (``torch.nn.init``
 #: functions such as ``xavier_uniform_`` fit this too).
@@ -181,6 +184,8 @@ class InitConfig:
             raise ConfigurationError(f"rest: expected one of {REST_CHOICES}, got {rest!r}")
         critical = None
         if isinstance(gain, str) and gain.lower() == "critical":
+            from ortho_lightning.theory.criticality import critical_point
+
             critical = critical_point(activation, sigma_b, q_star=q_star)
             sigma_b = critical.sigma_b
         if sigma_b is None:

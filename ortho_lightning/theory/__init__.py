@@ -1,5 +1,6 @@
 """Theory to hold beside measurements: mean-field signal propagation (length and correlation
-maps, q*, c*, chi_1, depth scales, phase), free-probability densities of the squared
+maps, q*, c*, chi_1, depth scales, phase; the critical point chi_1 = 1 that init's
+``gain="critical"`` uses), free-probability densities of the squared
 singular values of a wide network's input-output Jacobian (point masses apart), their
 closed-form moments, the first moments of the single-input Fisher spectrum, the spectrum of
 the conditional Fisher of one input (its dual, the single-input NTK), a phase-diagram
@@ -17,6 +18,7 @@ from ortho_lightning.theory.conditional_fisher import (
     conditional_fisher_moments,
     conditional_fisher_spectrum,
 )
+from ortho_lightning.theory.criticality import CriticalPoint, critical_point
 from ortho_lightning.theory.distance import wasserstein1
 from ortho_lightning.theory.fisher import FisherMoments, fisher_moments
 from ortho_lightning.theory.free_probability import (
@@ -45,6 +47,7 @@ __all__ = [
     "PHASES",
     "WEIGHT_LAWS",
     "ConditionalFisherSpectrum",
+    "CriticalPoint",
     "FisherMoments",
     "JacobianMoments",
     "MeanField",
@@ -54,6 +57,7 @@ __all__ = [
     "conditional_fisher_spectrum",
     "correlation_map",
     "correlation_slope",
+    "critical_point",
     "fisher_moments",
     "jacobian_moments",
     "jacobian_s_transform",

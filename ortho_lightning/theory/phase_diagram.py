@@ -1,6 +1,6 @@
 """Order-to-chaos phase diagram over (sigma_w^2, sigma_b^2) (Poole et al. 2016, Fig. 2;
 Schoenholz et al. 2017): ``log chi_1`` as a colour map (negative: ordered, positive: chaotic)
-and the critical line chi_1 = 1 from :func:`ortho_lightning.init.critical_point`."""
+and the critical line chi_1 = 1 from :func:`ortho_lightning.theory.criticality.critical_point`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 
 from ortho_lightning.activations import Activation, activation_name
 from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
+from ortho_lightning.theory.criticality import critical_point
 from ortho_lightning.theory.quadrature import chi1, variance_fixed_point
 
 
@@ -30,8 +31,6 @@ def chi1_grid(
 
 def critical_line(activation: str | Activation, sigma_b2: np.ndarray) -> np.ndarray:
     """``sigma_w^2`` on the critical line for each ``sigma_b^2`` (``nan`` where none)."""
-    from ortho_lightning.init import critical_point  # lazy: init imports theory.quadrature
-
     out = np.full(len(sigma_b2), np.nan)
     for i, b2 in enumerate(sigma_b2):
         try:
