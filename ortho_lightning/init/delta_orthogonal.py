@@ -12,60 +12,65 @@ from ortho_lightning.activations import Activation
 from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.init.criticality import Gain, resolve_gain
 from ortho_lightning.init.orthogonal import haar_orthogonal
+from ortho_lightning.validation import renamed_kwargs
 
 
-def check_conv_weight(weight: Tensor) -> None:
-    """Raise :class:`ShapeError` unless ``weight`` is (out, in, *kernel), 1-3 spatial dims, all
-    kernel sizes odd (else there is no centre tap)."""
-    if weight.dim() not in (3, 4, 5):
+@renamed_kwargs(weight="tensor")
+def check_conv_weight(tensor: Tensor) -> None:
+    """Raise :class:`ShapeError` unless ``tensor`` is a conv weight (out, in, *kernel), 1-3
+    spatial dims, all kernel sizes odd (else there is no centre tap)."""
+    if tensor.dim() not in (3, 4, 5):
         raise ShapeError(
             f"expected a Conv1d/2d/3d weight (out, in, *kernel) with 3-5 dims, got shape "
-            f"{tuple(weight.shape)}"
+            f"{tuple(tensor.shape)}"
         )
-    kernel = tuple(weight.shape[2:])
+    kernel = tuple(tensor.shape[2:])
     if any(k % 2 == 0 for k in kernel):
         raise ShapeError(f"needs odd kernel sizes to have a centre tap, got kernel {kernel}")
 
 
-def set_centre_tap_(weight: Tensor, matrix: Tensor) -> Tensor:
-    """Zero the conv ``weight`` (out, in, *kernel) and put ``matrix`` (out, in) at the spatial
-    centre, in place (see :func:`check_conv_weight`). Returns ``weight``."""
-    check_conv_weight(weight)
-    kernel = tuple(weight.shape[2:])
+@renamed_kwargs(weight="tensor")
+def set_centre_tap_(tensor: Tensor, matrix: Tensor) -> Tensor:
+    """Zero the conv weight ``tensor`` (out, in, *kernel) and put ``matrix`` (out, in) at the
+    spatial centre, in place (see :func:`check_conv_weight`). Returns ``tensor``."""
+    check_conv_weight(tensor)
+    kernel = tuple(tensor.shape[2:])
     with torch.no_grad():
-        weight.zero_()
-        weight[(slice(None), slice(None), *(k // 2 for k in kernel))] = matrix.to(weight.dtype)
-    return weight
+        tensor.zero_()
+        tensor[(slice(None), slice(None), *(k // 2 for k in kernel))] = matrix.to(tensor.dtype)
+    return tensor
 
 
+@renamed_kwargs(weight="tensor")
 def delta_orthogonal_(
-    weight: Tensor,
+    tensor: Tensor,
     gain: Gain = 1.0,
     generator: torch.Generator | None = None,
     *,
     activation: str | Activation = "tanh",
     sigma_b: float = 0.0,
 ) -> Tensor:
-    """Delta-orthogonal init of a conv ``weight`` of shape (out, in, *kernel), in place.
+    """Delta-orthogonal init of a conv weight ``tensor`` of shape (out, in, *kernel), in place.
 
     Args:
-        weight: Conv1d/2d/3d weight with odd kernel sizes and out >= in.
+        tensor: Conv1d/2d/3d weight with odd kernel sizes and out >= in (``weight=`` is its
+            deprecated spelling, accepted until 0.3.0).
         gain: a float or ``"critical"`` (see :func:`orthogonal_`).
         generator: random source.
 
     Returns:
-        ``weight``; the centre tap C satisfies C^T C = gain^2 I (in x in).
+        ``tensor``; the centre tap C satisfies C^T C = gain^2 I (in x in).
 
     Raises:
         ShapeError: not a 3-5 dim weight, an even kernel size, or out < in (channels shrink, so
             no (out, in) matrix can have orthonormal columns).
     """
-    check_conv_weight(weight)
-    if weight.shape[0] < weight.shape[1]:
+    check_conv_weight(tensor)
+    if tensor.shape[0] < tensor.shape[1]:
         raise ShapeError(
             f"delta_orthogonal_ needs out_channels >= in_channels (an isometry), got "
-            f"out={weight.shape[0]} < in={weight.shape[1]} for weight {tuple(weight.shape)}"
+            f"out={tensor.shape[0]} < in={tensor.shape[1]} for weight {tuple(tensor.shape)}"
         )
     g = resolve_gain(gain, activation, sigma_b)
-    centre = haar_orthogonal(weight.shape[0], weight.shape[1], weight, generator) * g
-    return set_centre_tap_(weight, centre)
+    centre = haar_orthogonal(tensor.shape[0], tensor.shape[1], tensor, generator) * g
+    return set_centre_tap_(tensor, centre)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
 
-from ortho_lightning.exceptions import ShapeError
-from ortho_lightning.init import delta_orthogonal_, initialize
+from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.init import delta_orthogonal, delta_orthogonal_, initialize
 
 CONVS = {
     "1d": (nn.Conv1d, (2, 3, 17)),
@@ -103,3 +105,20 @@ def test_grouped_conv_is_initialised_group_by_group(scheme):
     if scheme == "delta_orthogonal":  # the whole grouped conv is then an isometry
         x = torch.randn(3, 8, 5, 5, dtype=torch.float64)
         torch.testing.assert_close(conv(x).flatten(1).norm(dim=1), 1.5 * x.flatten(1).norm(dim=1))
+
+
+@pytest.mark.parametrize("fn", ["delta_orthogonal_", "set_centre_tap_", "check_conv_weight"])
+def test_first_argument_is_tensor_and_weight_is_its_deprecated_spelling(fn):
+    func = getattr(delta_orthogonal, fn)
+    assert next(iter(inspect.signature(func).parameters)) == "tensor"
+    extra = {"matrix": torch.eye(4, 3)} if fn == "set_centre_tap_" else {}
+    seeded = {"generator": torch.Generator().manual_seed(3)} if fn == "delta_orthogonal_" else {}
+    new, old = torch.zeros(4, 3, 3), torch.zeros(4, 3, 3)
+    func(tensor=new, **extra, **seeded)
+    if seeded:
+        seeded["generator"] = torch.Generator().manual_seed(3)
+    with pytest.warns(DeprecationWarning, match=rf"{fn}: 'weight' is deprecated, use 'tensor'"):
+        func(weight=old, **extra, **seeded)
+    assert torch.equal(new, old)  # same draw, same weights
+    with pytest.raises(ConfigurationError, match="got both 'weight' and its new name 'tensor'"):
+        func(tensor=new, weight=old, **extra)
