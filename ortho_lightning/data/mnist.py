@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -129,6 +129,21 @@ def load_mnist_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor,
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return pair
+
+
+def load_mnist_split(found: Mapping[str, Path], split: str,
+                     allow_subset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode MNIST's ``"training"`` or ``"test"`` split from the files :func:`locate_mnist`
+    found: images ``uint8 (N, 28, 28)`` and labels ``int64 (N,)``, checked as
+    :func:`load_mnist_pair` does and sized as MNIST's split (:func:`check_split_size`).
+
+    Raises:
+        DataError: naming the file, for a corrupt file or a split of the wrong size.
+    """
+    images_name, labels_name = TRAIN_FILES if split == "training" else TEST_FILES
+    images, labels = load_mnist_pair(found[images_name], found[labels_name])
+    check_split_size(found[images_name], len(labels), split, allow_subset)
+    return images, labels
 
 
 class PixelTransform:
@@ -301,10 +316,8 @@ class MNISTDataModule(LightningDataModule):
                 else "download=False, so none was fetched"
             )
             raise DataError(self._missing_message(missing, why))
-        images, labels = load_mnist_pair(found[names[0]], found[names[1]])
         split = "training" if tuple(names) == tuple(TRAIN_FILES) else "test"
-        check_split_size(found[names[0]], len(labels), split, self.hparams.allow_subset)
-        return images, labels
+        return load_mnist_split(found, split, self.hparams.allow_subset)
 
     # -- splits -----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.validation import check_choice, check_int, fail
 
 WEIGHTS = ("gaussian", "orthogonal")
 
@@ -59,12 +59,11 @@ def deep_linear_regression(depth: int, width: int, weights: str, d_in: int = 16,
     holds ``steps_to_target`` (first step with rel_loss <= ``target``; absent when not reached),
     ``converged`` (bool), ``diverged`` (the loss overflowed) and ``lr`` (the step size used).
     """
-    if weights not in WEIGHTS:
-        raise ConfigurationError(f"deep_linear_regression: weights must be one of {list(WEIGHTS)}, received {weights!r}")
-    if depth < 2 or width < max(d_in, d_out):
-        raise ConfigurationError(
-            f"deep_linear_regression: need depth >= 2 and width >= max(d_in, d_out) = {max(d_in, d_out)}, "
-            f"received depth={depth}, width={width}")
+    owner = "deep_linear_regression"
+    check_choice(owner, "weights", weights, WEIGHTS)
+    check_int(owner, "depth", depth, minimum=2)
+    if check_int(owner, "width", width) < max(d_in, d_out):
+        fail(owner, "width", f"an integer >= max(d_in, d_out) = {max(d_in, d_out)}", width)
     x, y = teacher_data(d_in, d_out, n, data_seed)
     shapes = [(width, d_in)] + [(width, width)] * (depth - 2) + [(d_out, width)]
     ws = _init_weights(shapes, weights, width, torch.Generator().manual_seed(seed))

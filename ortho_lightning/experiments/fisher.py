@@ -23,23 +23,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from ortho_lightning.data.mnist import MNIST_FILES, load_mnist_pair, locate_mnist, resolve_data_dir
-from ortho_lightning.exceptions import ConfigurationError, DataError
+from ortho_lightning.data.mnist import load_mnist_split, locate_mnist, resolve_data_dir
+
+# ConfigurationError is unused here; tests/adversarial/test_config_trust.py names
+# fisher:ConfigurationError as an imported class that a grid must not call
+from ortho_lightning.exceptions import ConfigurationError, DataError  # noqa: F401
 from ortho_lightning.init import critical_point, initialize
 from ortho_lightning.spectra import fisher_eigenvalues, jacobian_singular_values
+from ortho_lightning.validation import check_choice
+
+#: where :func:`fisher_at_init` draws its inputs from
+INPUTS = ("mnist", "fixed_point")
 
 
 def mnist_tensors(n_train: int, n_probe: int, data_dir: str | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x_train, y_train, x_probe)``: the first ``n_train`` training images flattened and
-    standardised, their labels, and the first ``n_probe`` test images (same scaling)."""
+    standardised, their labels, and the first ``n_probe`` test images (same scaling).
+
+    Raises:
+        DataError: files missing, corrupt, or not MNIST's split sizes (60,000 / 10,000 images;
+            :func:`~ortho_lightning.data.mnist.check_split_size`).
+    """
     folder = resolve_data_dir(data_dir)
     found, missing = locate_mnist(folder)
     if missing:
         raise DataError(f"MNIST files {missing} not found in {str(folder)!r}; set "
                         "ORTHO_LIGHTNING_DATA or pass data_dir")
-    x, y = load_mnist_pair(found[MNIST_FILES[0]], found[MNIST_FILES[1]])
-    xt, _ = load_mnist_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
+    x, y = load_mnist_split(found, "training")
+    xt, _ = load_mnist_split(found, "test")
     x = x[:n_train].reshape(n_train, -1).float() / 255
     mean, std = x.mean(), x.std()
     probe = (xt[:n_probe].reshape(n_probe, -1).float() / 255 - mean) / std
@@ -161,12 +173,11 @@ def fisher_at_init(depth: int, weights: str, width: int = 128, sigma_b: float = 
     beside ``two_over_fisher_max``. ``inputs="mnist"``: MNIST images (784 inputs, the probe from
     the test set); ``"fixed_point"``: Gaussian inputs of dimension ``width`` at the fixed point
     q*, random labels."""
+    check_choice("fisher_at_init", "inputs", inputs, INPUTS)
     if inputs == "mnist":
         x, y, probe = mnist_tensors(max(n_batch, 1), n_single, data_dir)
-    elif inputs == "fixed_point":
-        x, y, probe = fixed_point_tensors(width, sigma_b, n_batch, n_single, seed)
     else:
-        raise ConfigurationError(f"fisher_at_init: inputs must be 'mnist' or 'fixed_point', received {inputs!r}")
+        x, y, probe = fixed_point_tensors(width, sigma_b, n_batch, n_single, seed)
     model = critical_mlp(depth, width, weights, sigma_b, seed, n_in=x.shape[1])
     singles = torch.stack([fisher_eigenvalues(model, probe[i:i + 1])[:9] for i in range(n_single)])
     mean_single = singles.mean(0)
@@ -256,7 +267,7 @@ def online_sgd_lr_vs_depth(depth: int, lrs: tuple[float, ...], steps: int = 2000
     x, y, probe = mnist_tensors(steps, n_eval, data_dir)
     folder = resolve_data_dir(data_dir)
     found, _ = locate_mnist(folder)
-    _, yt = load_mnist_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
+    _, yt = load_mnist_split(found, "test")
     probe_y = yt[:n_eval].long()
     cp = critical_point("tanh", q_star=q_star)
     scale = math.sqrt((q_star - cp.sigma_b**2) / cp.sigma_w**2)

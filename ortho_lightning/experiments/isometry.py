@@ -27,6 +27,7 @@ from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.init import critical_point, initialize
 from ortho_lightning.spectra import jacobian_singular_values, summarize
 from ortho_lightning.theory.free_probability import jacobian_moments
+from ortho_lightning.validation import check_int
 
 
 def tanh_mlp(depth: int, width: int) -> nn.Sequential:
@@ -82,8 +83,7 @@ def isometry_at_init(depth: int, weights: str, width: int = 256, sigma_b: float 
 def trailing_means(values: Sequence[float], window: int = 1) -> list[float]:
     """The mean of the last ``window`` values (fewer at the start) at each position; a NaN or
     infinity in the window makes that mean non-finite."""
-    if window < 1:
-        raise ConfigurationError(f"trailing_means: window must be >= 1, received {window!r}")
+    check_int("trailing_means", "window", window, minimum=1)
     out = []
     for i in range(len(values)):
         chunk = values[max(0, i - window + 1):i + 1]

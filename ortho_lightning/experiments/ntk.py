@@ -35,11 +35,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.fisher import mnist_tensors
 from ortho_lightning.experiments.table import ID_COLUMN
 from ortho_lightning.init import critical_point, gaussian_, orthogonal_
 from ortho_lightning.spectra import kernel_distance, kernel_eigenvalues, ntk_matrix
+from ortho_lightning.validation import check_choice, check_int
 
 WEIGHTS = ("orthogonal", "gaussian")
 
@@ -61,10 +61,9 @@ def ntk_mlp(depth: int, width: int, weights: str, sigma_b: float = 0.01, seed: i
     """A critical tanh MLP with ``depth`` weight layers in the NTK parametrization (module
     docstring); ``weights`` is ``"orthogonal"`` or ``"gaussian"``, drawn from a generator seeded
     by ``seed``."""
-    if weights not in WEIGHTS:
-        raise ConfigurationError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
-    if depth < 1 or width < 1:
-        raise ConfigurationError(f"depth and width must be >= 1, got depth={depth}, width={width}")
+    check_choice("ntk_mlp", "weights", weights, WEIGHTS)
+    check_int("ntk_mlp", "depth", depth, minimum=1)
+    check_int("ntk_mlp", "width", width, minimum=1)
     sigma_w = critical_point("tanh", sigma_b).sigma_w
     sizes = [n_in] + [width] * (depth - 1) + [n_out]
     gen = torch.Generator().manual_seed(seed)

@@ -49,6 +49,7 @@ from ortho_lightning.experiments.runner import (
     run_cell,
 )
 from ortho_lightning.experiments.table import ID_COLUMN, SEED_COLUMN, write_table
+from ortho_lightning.validation import check_number, fail
 
 INSTALL_HINT = "pip install 'ortho-lightning[ray]'  (or: pip install 'ray>=2.40,<3')"
 FAILURES_NAME = "failures.csv"
@@ -74,21 +75,16 @@ def cell_resources(spec: Mapping[str, Any]) -> dict[str, float]:
     """Ray task options (``num_cpus``, ``num_gpus``) from the grid file's ``resources`` mapping
     (``cpus`` > 0 and ``gpus`` >= 0, fractions allowed; defaults :data:`DEFAULT_RESOURCES`)."""
     given = spec.get("resources") or {}
-    if not isinstance(given, Mapping):
-        raise ConfigurationError(
-            f"experiment 'resources' must be a mapping like {{cpus: 1, gpus: 0}}, received {given!r}")
-    unknown = [k for k in given if k not in RESOURCE_OPTIONS]
-    if unknown:
-        raise ConfigurationError(
-            f"experiment 'resources' has unknown key(s) {unknown}; accepted: {list(RESOURCE_OPTIONS)}")
+    if not isinstance(given, Mapping) or any(k not in RESOURCE_OPTIONS for k in given):
+        fail("experiment", "resources",
+             f"a mapping like {{cpus: 1, gpus: 0}} (keys among {list(RESOURCE_OPTIONS)})", given)
     out = {}
     for key, option in RESOURCE_OPTIONS.items():
         value = given.get(key, DEFAULT_RESOURCES[key])
-        low = 0 if key == "gpus" else 1e-9
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-            raise ConfigurationError(
-                f"experiment 'resources.{key}' must be a number {'>= 0' if low == 0 else '> 0'}, "
-                f"received {value!r}")
+        if key == "gpus":
+            check_number("experiment", "resources.gpus", value, minimum=0)
+        else:
+            check_number("experiment", f"resources.{key}", value, positive=True)
         out[option] = value
     return out
 

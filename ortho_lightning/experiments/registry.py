@@ -27,6 +27,7 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.validation import check_callable
 
 PACKAGE = "ortho_lightning.experiments"
 #: modules of :data:`PACKAGE` that run grids rather than measure: never callable from a config
@@ -46,8 +47,7 @@ def function_name(fn: Callable[..., Any]) -> str:
 
 def register_experiment(fn: F) -> F:
     """Allow configs to name ``fn`` as ``"module:qualname"``; returns ``fn`` (a decorator)."""
-    if not callable(fn):
-        raise ConfigurationError(f"register_experiment: expected a callable, got {fn!r}")
+    check_callable("register_experiment", "fn", fn)
     _REGISTERED[function_name(fn)] = fn
     return fn
 

@@ -41,6 +41,7 @@ from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.grid import check_name
 from ortho_lightning.experiments.registry import resolve_function
 from ortho_lightning.experiments.table import ID_COLUMN, read_table
+from ortho_lightning.validation import check_choice
 
 FIGURE_KEYS = ("name", "x", "y", "hue", "where", "logx", "logy", "fit", "title", "xlabel",
                "ylabel", "hline", "agg", "scatter")
@@ -138,8 +139,7 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
     unknown = [k for k in spec if k not in FIGURE_KEYS]
     if unknown:
         raise ConfigurationError(f"report figure has unknown key(s) {unknown}; accepted: {list(FIGURE_KEYS)}")
-    if spec.get("agg", "mean") not in AGGREGATES:
-        raise ConfigurationError(f"report figure {spec.get('name')!r}: agg must be one of {list(AGGREGATES)}, received {spec['agg']!r}")
+    check_choice(f"report figure {spec.get('name')!r}", "agg", spec.get("agg", "mean"), AGGREGATES)
     for key in ("name", "x", "y"):
         if key not in spec:
             raise ConfigurationError(f"report figure needs a {key!r} key, received {dict(spec)}")

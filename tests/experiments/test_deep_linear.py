@@ -32,9 +32,9 @@ def test_wide_orthogonal_net_converges_and_narrow_deep_gaussian_does_not():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"weights": "uniform"}, "weights must be one of ['gaussian', 'orthogonal'], received 'uniform'"),
-    ({"width": 4}, "width >= max(d_in, d_out) = 8"),
-    ({"depth": 1}, "need depth >= 2"),
+    ({"weights": "uniform"}, "weights must be one of ['gaussian', 'orthogonal'], got 'uniform'"),
+    ({"width": 4}, "width must be an integer >= max(d_in, d_out) = 8, got 4"),
+    ({"depth": 1}, "depth must be an integer >= 2, got 1"),
 ], ids=["weights", "narrow", "shallow"])
 def test_bad_arguments_are_named(kwargs, message):
     args = {"depth": 3, "width": 8, "weights": "gaussian", "d_in": 8, "d_out": 8} | kwargs

@@ -2,12 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.exceptions import ConfigurationError, DataError
 from ortho_lightning.experiments.fisher import (
     critical_mlp,
     fisher_at_init,
     fixed_point_tensors,
     largest_stable_lr,
+    mnist_tensors,
 )
 
 
@@ -61,8 +62,19 @@ def test_fixed_point_row_equals_the_dense_fisher(depth):
 
 
 def test_unknown_inputs_is_named():
-    with pytest.raises(ConfigurationError, match="inputs must be 'mnist' or 'fixed_point', received 'cifar'"):
+    with pytest.raises(ConfigurationError,
+                       match=r"fisher_at_init: inputs must be one of \['mnist', 'fixed_point'\], got 'cifar'"):
         fisher_at_init(depth=2, weights="orthogonal", width=8, inputs="cifar")
+
+
+def test_mnist_tensors_refuses_files_that_are_not_mnists_split_sizes(tmp_path):
+    # the same check as MNISTDataModule's: a 40-image "training" file is not MNIST's 60,000
+    from tests.data.conftest import make_tiny_mnist
+
+    tiny = make_tiny_mnist(tmp_path / "mnist", n_train=40, n_test=20)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz holds 40 images, MNIST's "
+                       r"training split has 60,000; pass allow_subset=True"):
+        mnist_tensors(4, 2, data_dir=str(tiny.folder))
 
 
 def test_conditional_fisher_row_puts_theory_beside_one_network():

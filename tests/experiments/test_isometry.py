@@ -57,7 +57,7 @@ def test_first_crossing_uses_the_trailing_mean_and_never_counts_nan():
     assert first_crossing(steps, [0.1, 0.5, 0.95, 0.99], 0.9, above=True, window=2) == 30
     assert first_crossing([0, 1, 2], [2.0, math.nan, 0.1], 1.0, window=2) is None
     assert first_crossing([0, 1, 2], [2.0, math.nan, 0.1], 1.0) == 2
-    with pytest.raises(ConfigurationError, match="window must be >= 1"):
+    with pytest.raises(ConfigurationError, match="trailing_means: window must be an integer >= 1, got 0"):
         first_crossing(steps, loss, 1.0, window=0)
 
 

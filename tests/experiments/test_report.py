@@ -82,7 +82,7 @@ def test_median_and_quartiles_interpolate_like_numpy():
 
 def test_unknown_aggregate_is_named(folder):
     _set_first_figure(folder, "agg", "mode")
-    with pytest.raises(ConfigurationError, match=r"agg must be one of \['mean', 'median'\], received 'mode'"):
+    with pytest.raises(ConfigurationError, match=r"agg must be one of \['mean', 'median'\], got 'mode'"):
         make_report(folder)
 
 
