@@ -98,7 +98,7 @@ class OrthogonalInit(Callback):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         fallback: str | SchemeFn | None = None,
-        recurrent: str = "all",
+        recurrent: str | None = None,
         seed: int | None = None,
         log_key: str = "init/report",
         q_star: float | None = None,
@@ -108,7 +108,7 @@ class OrthogonalInit(Callback):
     ) -> None:
         self.config = InitConfig.build(
             scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent,
-            q_star=q_star, input_q=input_q, rest=rest,
+            q_star=q_star, input_q=input_q, rest=rest, owner=type(self).__name__,
         )
         if isinstance(input_batch_size, bool) or not isinstance(input_batch_size, int) or input_batch_size < 1:
             raise ConfigurationError(

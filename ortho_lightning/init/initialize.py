@@ -15,6 +15,7 @@ the first layer so the data enter at q* (:mod:`ortho_lightning.init.input_matchi
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,6 +67,10 @@ KERAS_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 #: ``input_q`` values: ``None`` (the first layer is initialised like the others) or ``"match"``.
 INPUT_Q_CHOICES: tuple[str | None, ...] = (None, "match")
+
+#: what ``recurrent=None`` (the default) means in this release; it becomes ``"hh"`` in 0.3.0
+#: (Keras and the literature: W_hh orthogonal, W_ih Glorot), as the constraint's default already is
+RECURRENT_DEFAULT = "all"
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,12 @@ class InitConfig:
     selector: ModuleSelector
     fallback: tuple[str, SchemeFn] | None
     critical: CriticalPoint | None
-    recurrent: str = "all"
+    recurrent: str = RECURRENT_DEFAULT
     input_q: str | None = None
     rest: str = "keep"
+    #: who to name in the FutureWarning about the changing default when ``recurrent`` was not
+    #: passed and a recurrent module is initialised; ``None`` when it was passed
+    recurrent_defaulted_by: str | None = None
 
     @classmethod
     def build(
@@ -170,14 +178,18 @@ class InitConfig:
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         fallback: str | SchemeFn | None = None,
-        recurrent: str = "all",
+        recurrent: str | None = None,
         *,
         q_star: float | None = None,
         input_q: str | None = None,
         rest: str = "keep",
+        owner: str = "initialize",
     ) -> InitConfig:
+        """Check every argument (``owner``: the function or callback named in errors and
+        warnings); ``recurrent=None`` is :data:`RECURRENT_DEFAULT`, remembered as not passed."""
         get_activation(activation)
-        check_recurrent(recurrent)
+        defaulted_by = owner if recurrent is None else None
+        recurrent = check_recurrent(RECURRENT_DEFAULT if recurrent is None else recurrent)
         if input_q not in INPUT_Q_CHOICES:
             raise ConfigurationError(f"input_q: expected one of {INPUT_Q_CHOICES}, got {input_q!r}")
         if rest not in REST_CHOICES:
@@ -223,6 +235,7 @@ class InitConfig:
             recurrent=recurrent,
             input_q=input_q,
             rest=rest,
+            recurrent_defaulted_by=defaulted_by,
         )
 
 
@@ -243,7 +256,7 @@ def initialize(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     fallback: str | SchemeFn | None = None,
-    recurrent: str = "all",
+    recurrent: str | None = None,
     generator: torch.Generator | None = None,
     *,
     q_star: float | None = None,
@@ -270,7 +283,9 @@ def initialize(
         recurrent: ``"all"``: every matrix and bias of a recurrent module; ``"hh"``: only its
             hidden-to-hidden matrices (input matrices and biases keep their values), as in
             recipes that set the recurrent matrix alone (e.g. an orthogonal ``W_hh`` with a
-            gain). Other modules are treated the same either way.
+            gain). Other modules are treated the same either way. Not passing it means
+            ``"all"`` in this release, with a ``FutureWarning`` when a selected module is
+            recurrent: the default becomes ``"hh"`` in 0.3.0 (as the constraint's).
         generator: random source for every draw (same generator state -> same weights).
         q_star: with ``gain="critical"``, the fixed point to sit at instead of ``sigma_b``.
         input_q: ``"match"``: rescale the first selected module's input matrix so that its
@@ -319,6 +334,12 @@ def apply_config(
     touched: set[tuple[str, str]] = set()
     scheme_name, scheme_fn = config.scheme
     selected = config.selector.select(model)
+    if config.recurrent_defaulted_by and any(is_recurrent(m) for _, m in selected):
+        warnings.warn(
+            f"{config.recurrent_defaulted_by}: the default recurrent='all' becomes 'hh' in 0.3.0; "
+            "pass recurrent= explicitly",
+            FutureWarning, stacklevel=3,
+        )
     for module_name, module in selected:
         prefix = f"{module_name}." if module_name else ""
         for tensor_name in {n.split("[")[0] for n, _ in weight_views(module)}:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from lightning.pytorch import Callback, LightningDataModule
 from ortho_lightning.callbacks import OrthogonalInit
 from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
 from ortho_lightning.init import critical_point, initialize
+from ortho_lightning.init.initialize import apply_config
 from tests._ddp import run_ddp_script
 from tests.callbacks._monitor_helpers import TinyNet, loader, trainer
 
@@ -115,6 +117,51 @@ def test_user_set_ckpt_path_skips_the_draw(tmp_path):
 def test_misconfiguration_fails_at_construction(kwargs, error, match):
     with pytest.raises(error, match=match):
         OrthogonalInit(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "recurrent,warns", [(None, True), ("all", False), ("hh", False)], ids=["default", "all", "hh"]
+)
+def test_recurrent_default_warns_naming_the_callback(recurrent, warns):
+    # setup() applies callback.config through apply_config, as here; the default still means "all"
+    kwargs = {} if recurrent is None else {"recurrent": recurrent}
+    callback = OrthogonalInit(seed=0, **kwargs)
+    assert callback.recurrent == (recurrent or "all")
+    model = torch.nn.ModuleDict({"rnn": torch.nn.RNN(3, 4), "head": torch.nn.Linear(4, 2)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = apply_config(model, callback.config, torch.Generator().manual_seed(0))
+    messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    expected = ("OrthogonalInit: the default recurrent='all' becomes 'hh' in 0.3.0; "
+                "pass recurrent= explicitly")
+    assert messages == ([expected] if warns else [])
+    assert any(r.name == "rnn.weight_ih_l0" for r in report) == (recurrent != "hh")
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _init_args_of(node) -> list[dict]:
+    """The init_args of every OrthogonalInit in a parsed recipe."""
+    if isinstance(node, list):
+        return [args for item in node for args in _init_args_of(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node.get("init_args") or {}] if str(node.get("class_path", "")).endswith("OrthogonalInit") else []
+    return found + [args for value in node.values() for args in _init_args_of(value)]
+
+
+def test_recurrent_recipes_pass_recurrent_explicitly():
+    # so no recipe hits the FutureWarning of the changing default
+    checked = []
+    for path in sorted(RECIPES.rglob("*.yaml")):
+        recipe = yaml.safe_load(path.read_text()) or {}
+        model = (recipe.get("model") or {}).get("class_path", "") if isinstance(recipe, dict) else ""
+        if model.endswith("RNNClassifier"):
+            for args in _init_args_of(recipe):
+                assert "recurrent" in args, f"{path.name}: OrthogonalInit without recurrent="
+                checked.append(path.name)
+    assert "seqmnist_rnn_row.yaml" in checked and "seqmnist_softortho.yaml" in checked
 
 
 def test_pickle_round_trip():

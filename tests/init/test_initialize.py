@@ -91,7 +91,7 @@ class _Net(nn.Module):
 
 def test_report_has_one_record_per_block_and_prints_a_table():
     model = _Net()
-    report = initialize(model, gain="critical", activation="tanh", sigma_b=0.1)
+    report = initialize(model, gain="critical", activation="tanh", sigma_b=0.1, recurrent="all")
     assert isinstance(report, InitReport)
     names = [r.name for r in report]
     assert names[:4] == ["features.0.weight", "features.0.bias", "features.2.weight", "features.2.bias"]
@@ -125,8 +125,8 @@ def test_include_and_exclude_select_modules():
 
 def test_same_generator_seed_gives_the_same_model_and_keeps_dtype():
     a, b = _Net(), _Net().double()
-    initialize(a, generator=torch.Generator().manual_seed(3))
-    initialize(b, generator=torch.Generator().manual_seed(3))
+    initialize(a, recurrent="all", generator=torch.Generator().manual_seed(3))
+    initialize(b, recurrent="all", generator=torch.Generator().manual_seed(3))
     assert b.head.weight.dtype == torch.float64
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa.double(), pb, rtol=0, atol=1e-7)

@@ -85,7 +85,7 @@ def test_conv_and_recurrent_input_layers_are_matched():
     rnn = nn.RNN(28, 128, batch_first=True)
     seq = 3.0 * torch.randn(64, 5, 28, generator=torch.Generator().manual_seed(1))
     initialize(rnn, "orthogonal", gain="critical", q_star=0.25, input_q="match", inputs=seq,
-               generator=torch.Generator().manual_seed(0))
+               recurrent="all", generator=torch.Generator().manual_seed(0))
     first_step = seq[:, 0] @ rnn.weight_ih_l0.detach().T  # h_0 = 0, zero biases at sigma_b ~ 0.1
     assert float(first_step.square().mean()) == pytest.approx(
         0.25 - critical_point("tanh", q_star=0.25).sigma_b ** 2 * 2, rel=0.1
