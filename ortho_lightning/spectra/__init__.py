@@ -13,7 +13,11 @@ Conventions shared by every function here:
   these are the unconstrained originals, so Fisher spectra are those of the parametrized
   model in the coordinates the optimizer moves, differentiated through the parametrization.
   Frozen parameters are not variables. No ``.grad`` is written and the global RNG is not used
-  (Lanczos, Hutchinson and SLQ take a ``seed`` for a private generator).
+  (Lanczos, Hutchinson and SLQ draw from ``generator``, default a private one seeded with 0;
+  ``seed=`` is its deprecated spelling).
+- Matrix-free operators (the Fisher, its dual, the NTK) share one interface,
+  :class:`~ortho_lightning.spectra.linear_operator.LinearOperator` (``shape``, ``dtype``,
+  ``device``, ``@``, checked inputs), which Lanczos and SLQ take.
 - Fused ``nn.RNN``/``LSTM``/``GRU`` kernels: Jacobians use reverse mode; Fisher-vector
   products disable the oneDNN/cuDNN backends for forward mode (see
   :func:`~ortho_lightning.spectra._common.ad_friendly_backends`).
@@ -34,7 +38,9 @@ from ortho_lightning.spectra.jacobian import (
     layer_jacobian_singular_values,
     recurrent_state_jacobian_singular_values,
 )
+from ortho_lightning.spectra.linear_operator import LinearOperator, MatvecOperator
 from ortho_lightning.spectra.ntk import (
+    NTKOperator,
     kernel_distance,
     kernel_eigenvalues,
     ntk_drift,
@@ -53,6 +59,9 @@ from ortho_lightning.spectra.weights import (
 __all__ = [
     "FisherBound",
     "FisherOperator",
+    "LinearOperator",
+    "MatvecOperator",
+    "NTKOperator",
     "conv_operator_singular_values",
     "empirical_fisher_eigenvalues",
     "fisher_eigenvalues",

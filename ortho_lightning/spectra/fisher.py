@@ -22,9 +22,15 @@ from ortho_lightning.spectra._common import (
     measuring,
 )
 from ortho_lightning.spectra.gram import BUDGET, fisher_gram
-from ortho_lightning.spectra.lanczos import gaussian_density, lanczos_topk, slq_nodes
+from ortho_lightning.spectra.lanczos import (
+    gaussian_density,
+    lanczos_topk,
+    make_generator,
+    slq_nodes,
+)
 from ortho_lightning.spectra.likelihoods import LIKELIHOODS
 from ortho_lightning.spectra.operators import DualFisherOperator, FisherOperator
+from ortho_lightning.validation import renamed_argument
 
 EIGEN_METHODS = ("exact", "lanczos")
 #: ``exact`` builds the P x P Fisher instead of the N*C x N*C dual when P < N*C and P is at
@@ -54,11 +60,12 @@ def fisher_eigenvalues(
     k: int | None = None,
     *,
     tol: float = 1e-6,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     max_iter: int | None = None,
     chunk_size: int | None = None,
     output_fn: OutputFn | None = None,
     eval_mode: bool = True,
+    seed: int | None = None,
 ) -> Tensor:
     """Eigenvalues of the Fisher, descending.
 
@@ -75,11 +82,13 @@ def fisher_eigenvalues(
             for when N*C is too large for a dense Gram.
         k: number of eigenvalues (required for lanczos; for exact, keeps the top k).
         tol: Lanczos relative residual tolerance.
-        seed: Lanczos start-vector seed (a private generator; global RNG untouched).
+        generator: draws Lanczos' start vector (``None``: a private generator seeded with 0,
+            so repeated calls agree; the global RNG is never used).
         max_iter: Lanczos steps bound (default ``min(P, max(3k, k + 100))``).
         chunk_size: vmap chunk of the generic Gram route.
         output_fn: selects the output tensor from the model's output.
         eval_mode: measure in eval mode and restore the modes after.
+        seed: deprecated spelling of ``generator`` (an int seed, until 0.3.0).
 
     Returns:
         1-d tensor, descending, >= 0. ``exact``: ``min(N*C, P)`` values, or the top ``k``
@@ -87,6 +96,7 @@ def fisher_eigenvalues(
         N of the N*C are zero up to rounding (each H_i has the null vector 1). ``lanczos``:
         ``k`` values (zero-padded past the operator's size).
     """
+    generator = renamed_argument("fisher_eigenvalues", "seed", "generator", seed, generator)
     _check(model, x, likelihood)
     check_choice(method, "method", EIGEN_METHODS)
     if method == "lanczos" and k is None:
@@ -111,16 +121,8 @@ def fisher_eigenvalues(
                 return values
             return torch.cat([values[:k], values.new_zeros(max(0, k - values.numel()))])
         op = _operator(model, x, likelihood, output_fn, eval_mode)
-        top = lanczos_topk(
-            op.matvec,
-            op.shape[0],
-            min(k, op.shape[0]),
-            tol=tol,
-            max_iter=max_iter,
-            seed=seed,
-            dtype=op.dtype,
-            device=op.device,
-        )
+        gen = make_generator("fisher_eigenvalues", generator, op.device)
+        top = lanczos_topk(op, min(k, op.shape[0]), tol=tol, max_iter=max_iter, generator=gen)
         return torch.cat([top, top.new_zeros(k - top.numel())])
 
 
@@ -156,18 +158,21 @@ def fisher_trace(
     method: str = "exact",
     *,
     num_probes: int = 64,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     chunk_size: int | None = None,
     output_fn: OutputFn | None = None,
     eval_mode: bool = True,
+    seed: int | None = None,
 ) -> Tensor:
     """tr F, a 0-d tensor.
 
     ``exact``: the trace of the dual Gram (1/N) sum_{i,c} ||J_i^T S_i[:, c]||^2 from its
     diagonal only (structured for Linear/Conv/RNN layers). ``hutchinson``: the unbiased estimate
     (1/N) mean_u ||J^T S u||^2 over ``num_probes`` Rademacher vectors u in output space, one
-    vjp each (vmapped in chunks of ``chunk_size``), seeded by ``seed``.
+    vjp each (vmapped in chunks of ``chunk_size``), drawn from ``generator`` (``None``: a
+    private generator seeded with 0; ``seed``: its deprecated spelling, an int).
     """
+    generator = renamed_argument("fisher_trace", "seed", "generator", seed, generator)
     _check(model, x, likelihood)
     check_choice(method, "method", TRACE_METHODS)
     with measuring(model, eval_mode):
@@ -179,8 +184,7 @@ def fisher_trace(
         _positive_int(num_probes, "num_probes")
         op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=False)
         f = op.outputs
-        gen = torch.Generator(device=f.device)
-        gen.manual_seed(seed)
+        gen = make_generator("fisher_trace", generator, f.device)
         u = torch.randint(0, 2, (num_probes, *f.shape), generator=gen, device=f.device)
         u = u.to(f.dtype) * 2 - 1
         sqrt_h = LIKELIHOODS[likelihood].sqrt(f)
@@ -198,9 +202,10 @@ def spectral_density(
     lanczos_steps: int = 40,
     grid: Tensor | int = 512,
     sigma: float | None = None,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     output_fn: OutputFn | None = None,
     eval_mode: bool = True,
+    seed: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The Fisher's eigenvalue density (1/P) sum_j delta(lambda_j), broadened by a Gaussian of
     width ``sigma``, by stochastic Lanczos quadrature (``num_probes`` Rademacher probes,
@@ -211,11 +216,14 @@ def spectral_density(
         grid: evaluation points (1-d tensor), or their number, spread over
             [min node - 5 sigma, max node + 5 sigma] so the density integrates to 1.
         sigma: kernel width; default 1% of the spread of the quadrature nodes.
+        generator: draws the probes (``None``: a private generator seeded with 0; ``seed``:
+            its deprecated spelling, an int).
 
     Returns:
         (grid, density): two 1-d float64 CPU tensors of equal length; density >= 0 and
         integrates (trapezoid) to ~1 over the default grid.
     """
+    generator = renamed_argument("spectral_density", "seed", "generator", seed, generator)
     _check(model, x, likelihood)
     _positive_int(num_probes, "num_probes")
     _positive_int(lanczos_steps, "lanczos_steps")
@@ -230,15 +238,8 @@ def spectral_density(
         raise ConfigurationError(f"sigma must be > 0, got {sigma!r}")
     with measuring(model, eval_mode):
         op = _operator(model, x, likelihood, output_fn, False)
-        nodes = slq_nodes(
-            op.matvec,
-            op.shape[0],
-            num_probes=num_probes,
-            steps=lanczos_steps,
-            seed=seed,
-            dtype=op.dtype,
-            device=op.device,
-        )
+        gen = make_generator("spectral_density", generator, op.device)
+        nodes = slq_nodes(op, num_probes=num_probes, steps=lanczos_steps, generator=gen)
     if isinstance(op, DualFisherOperator):
         # F's spectrum = M's N*C eigenvalues + (P - N*C) zeros
         frac = op.shape[0] / op.num_params

@@ -1,5 +1,12 @@
-"""Lanczos with full reorthogonalisation on a symmetric PSD operator given by its matvec:
-top-k eigenvalues, and the nodes/weights of stochastic Lanczos quadrature (SLQ)."""
+"""Lanczos with full reorthogonalisation on a symmetric PSD
+:class:`~ortho_lightning.spectra.linear_operator.LinearOperator`: top-k eigenvalues, and the
+nodes/weights of stochastic Lanczos quadrature (SLQ).
+
+Randomness (start vectors, probes, restarts) comes from ``generator``, as in ``torch.nn.init``;
+``None`` is a private generator seeded with 0 on the operator's device, so repeated calls agree
+and the global RNG is never touched. ``seed=`` (an int, the generator's seed) is the deprecated
+spelling, accepted until 0.3.0.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-Matvec = Callable[[Tensor], Tensor]
+from ortho_lightning.spectra.linear_operator import LinearOperator, check_operator
+from ortho_lightning.validation import check_int, check_number, fail, renamed_argument
 
 
 def _tridiagonal(alpha: list[float], beta: list[float]) -> Tensor:
@@ -37,8 +45,30 @@ def _random_unit(dim: int, generator: torch.Generator, dtype, device, rademacher
     return v / v.norm()
 
 
+def make_generator(
+    owner: str, generator: torch.Generator | int | None, device: torch.device | str
+) -> torch.Generator:
+    """The generator a spectra function draws from, given its ``generator`` argument after
+    :func:`~ortho_lightning.validation.renamed_argument` (which the public function calls, so
+    the deprecation warning points at the user's line): a ``torch.Generator`` as is; an int
+    (the deprecated ``seed=``) as ``torch.Generator(device).manual_seed(seed)``, as before the
+    rename (same seed, bit-identical results); ``None`` as a private generator seeded with 0
+    (the old default seed)."""
+    if generator is None:
+        return torch.Generator(device=device).manual_seed(0)
+    if isinstance(generator, torch.Generator):
+        if generator.device.type != torch.device(device).type:
+            fail(owner, "generator", f"a generator on {torch.device(device).type}",
+                 generator.device)
+        return generator
+    if isinstance(generator, bool) or not isinstance(generator, int):
+        fail(owner, "generator", "a torch.Generator or None (or the deprecated seed=, an int)",
+             generator)
+    return torch.Generator(device=device).manual_seed(generator)
+
+
 def lanczos(
-    matvec: Matvec,
+    op: LinearOperator,
     v0: Tensor,
     steps: int,
     *,
@@ -49,7 +79,7 @@ def lanczos(
     """Run up to ``steps`` Lanczos steps from ``v0`` with full reorthogonalisation.
 
     Args:
-        matvec: v -> A v for a symmetric A.
+        op: a symmetric operator A.
         v0: start vector (normalised here).
         steps: maximal number of steps (Krylov dimension).
         generator: random source for restarts.
@@ -69,7 +99,7 @@ def lanczos(
     scale = 0.0
     eps = torch.finfo(v0.dtype).eps
     for j in range(steps):
-        w = matvec(q)
+        w = op.matvec(q)
         a = float(w @ q)
         alpha.append(a)
         w = _orthogonalize(w, basis)
@@ -94,26 +124,39 @@ def lanczos(
 
 
 def lanczos_topk(
-    matvec: Matvec,
-    dim: int,
+    op: LinearOperator,
     k: int,
     *,
     tol: float = 1e-6,
     max_iter: int | None = None,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
 ) -> Tensor:
-    """The ``k`` largest eigenvalues (descending) of a symmetric PSD operator of size ``dim``.
+    """The ``k`` largest eigenvalues (descending) of a symmetric PSD operator ``op``.
 
     Converged when every wanted Ritz value theta_j has residual beta_m |y_{m,j}| <=
-    tol * max(theta_j, 1e3 * eps * theta_max) (``eps`` of ``dtype``); warns if ``max_iter``
-    steps (default ``min(dim, max(3k, k + 100))``) are not enough.
-    Memory: ``max_iter`` vectors of length ``dim``.
+    tol * max(theta_j, 1e3 * eps * theta_max) (``eps`` of ``op.dtype``); warns if ``max_iter``
+    steps (default ``min(size, max(3k, k + 100))``) are not enough. The start vector (and any
+    restart after an invariant subspace) is drawn from ``generator`` (see the module
+    docstring; ``seed`` is its deprecated spelling).
+    Memory: ``max_iter`` vectors of length ``size``.
+
+    Returns:
+        (k,) tensor in ``op.dtype`` on ``op.device``, >= 0.
     """
+    op = check_operator("lanczos_topk", op)
+    dim = op.shape[0]
+    k = check_int("lanczos_topk", "k", k, minimum=1)
+    if k > dim:
+        fail("lanczos_topk", "k", f"at most the operator's size {dim}", k)
+    check_number("lanczos_topk", "tol", tol, positive=True)
+    check_int("lanczos_topk", "max_iter", max_iter, minimum=1, optional=True)
+    gen = make_generator(
+        "lanczos_topk", renamed_argument("lanczos_topk", "seed", "generator", seed, generator),
+        op.device,
+    )
+    dtype, device = op.dtype, op.device
     max_iter = min(dim, max(3 * k, k + 100)) if max_iter is None else min(max_iter, dim)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
     v0 = _random_unit(dim, gen, dtype, device, False)
     eps = torch.finfo(dtype).eps
     state = {"converged": False}
@@ -130,7 +173,7 @@ def lanczos_topk(
         state["converged"] = ok
         return ok
 
-    t, m = lanczos(matvec, v0, max_iter, generator=gen, restart_on_breakdown=True, check=check)
+    t, m = lanczos(op, v0, max_iter, generator=gen, restart_on_breakdown=True, check=check)
     if not state["converged"] and m < dim:
         warnings.warn(
             f"Lanczos did not reach tol={tol} for the top {k} eigenvalues in {m} steps; "
@@ -145,23 +188,31 @@ def lanczos_topk(
 
 
 def slq_nodes(
-    matvec: Matvec,
-    dim: int,
+    op: LinearOperator,
     *,
     num_probes: int,
     steps: int,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
 ) -> list[tuple[Tensor, Tensor]]:
-    """Gauss quadrature nodes and weights of the spectral measure (1/dim) sum delta(lambda_i),
-    one (nodes, weights) pair per Rademacher probe; each weights vector sums to 1."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
+    """Gauss quadrature nodes and weights of the spectral measure (1/size) sum delta(lambda_i)
+    of ``op``, one (nodes, weights) pair per Rademacher probe drawn from ``generator`` (see the
+    module docstring; ``seed`` is its deprecated spelling); each weights vector sums to 1.
+
+    Returns:
+        ``num_probes`` pairs of float64 CPU tensors (nodes (m,), weights (m,)), m <= ``steps``.
+    """
+    op = check_operator("slq_nodes", op)
+    num_probes = check_int("slq_nodes", "num_probes", num_probes, minimum=1)
+    steps = check_int("slq_nodes", "steps", steps, minimum=1)
+    gen = make_generator(
+        "slq_nodes", renamed_argument("slq_nodes", "seed", "generator", seed, generator),
+        op.device,
+    )
     out = []
     for _ in range(num_probes):
-        v = _random_unit(dim, gen, dtype, device, True)
-        t, _ = lanczos(matvec, v, steps)
+        v = _random_unit(op.shape[0], gen, op.dtype, op.device, True)
+        t, _ = lanczos(op, v, steps)
         theta, vecs = torch.linalg.eigh(t)
         out.append((theta, vecs[0] ** 2))
     return out

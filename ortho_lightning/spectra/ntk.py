@@ -35,6 +35,9 @@ from ortho_lightning.spectra.fisher import (
     fisher_trace,
 )
 from ortho_lightning.spectra.gram import fisher_gram
+from ortho_lightning.spectra.linear_operator import LinearOperator
+from ortho_lightning.spectra.operators import DualFisherOperator
+from ortho_lightning.validation import renamed_argument
 
 
 def _check(model: object, x: object) -> None:
@@ -46,6 +49,40 @@ def _check(model: object, x: object) -> None:
 def _check_k(k: object) -> None:
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise ConfigurationError(f"k must be a positive int or None, got {k!r}")
+
+
+class NTKOperator(LinearOperator):
+    """The empirical NTK Theta = J J^T of ``model`` on the batch ``x`` as an (N*C, N*C)
+    operator on flat output-space vectors (sample-major, as :func:`ntk_matrix`), never formed:
+    N times the Gaussian-likelihood :class:`~ortho_lightning.spectra.operators.DualFisherOperator`
+    (structured per Linear/Conv layer, jvp/vjp elsewhere). For kernel solves or Lanczos when
+    N*C is too large for :func:`ntk_matrix`.
+
+    Attributes:
+        shape: (N*C, N*C); num_params: P; dtype, device: the outputs'.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        *,
+        output_fn: OutputFn | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        _check(model, x)
+        self._dual = DualFisherOperator(
+            model, x, "gaussian", output_fn=output_fn, eval_mode=eval_mode
+        )
+        self.n = x.shape[0]
+        self.shape, self.num_params = self._dual.shape, self._dual.num_params
+        self.dtype, self.device = self._dual.dtype, self._dual.device
+
+    def _matvec(self, u: Tensor) -> Tensor:
+        return self._dual._matvec(u) * self.n
+
+    def _matmat(self, u: Tensor) -> Tensor:
+        return self._dual._matmat(u) * self.n
 
 
 def ntk_matrix(
@@ -96,11 +133,12 @@ def ntk_eigenvalues(
     k: int | None = None,
     *,
     tol: float = 1e-6,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     max_iter: int | None = None,
     output_fn: OutputFn | None = None,
     chunk_size: int | None = None,
     eval_mode: bool = True,
+    seed: int | None = None,
 ) -> Tensor:
     """Eigenvalues of the empirical NTK, descending.
 
@@ -112,12 +150,14 @@ def ntk_eigenvalues(
             when N*C is too large for a dense kernel.
         k: number of eigenvalues (required for lanczos; for exact, keeps the top ``k``); at
             most N*C.
-        tol, seed, max_iter: Lanczos relative residual tolerance, start-vector seed (a private
-            generator), step bound.
+        tol, generator, max_iter: Lanczos relative residual tolerance, the start vector's
+            random source (``None``: a private generator seeded with 0), step bound.
+        seed: deprecated spelling of ``generator`` (an int seed, until 0.3.0).
 
     Returns:
         1-d tensor, >= 0: N*C values (exact), or ``k``. Past the rank min(N*C, P) they are 0.
     """
+    generator = renamed_argument("ntk_eigenvalues", "seed", "generator", seed, generator)
     _check(model, x)
     check_choice(method, "method", EIGEN_METHODS)
     _check_k(k)
@@ -134,7 +174,8 @@ def ntk_eigenvalues(
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # Theta = N * (dual of the Gaussian Fisher): the same non-zero eigenvalues, times N
     top = fisher_eigenvalues(
-        model, x, "gaussian", "lanczos", min(k, max(num_params, 1)), tol=tol, seed=seed,
+        model, x, "gaussian", "lanczos", min(k, max(num_params, 1)), tol=tol,
+        generator=generator,  # an int here is the deprecated seed, resolved as fisher's
         max_iter=max_iter, chunk_size=chunk_size, output_fn=output_fn, eval_mode=eval_mode,
     ) * x.shape[0]
     return torch.cat([top, top.new_zeros(k - top.numel())])
@@ -146,18 +187,22 @@ def ntk_trace(
     method: str = "exact",
     *,
     num_probes: int = 64,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     output_fn: OutputFn | None = None,
     chunk_size: int | None = None,
     eval_mode: bool = True,
+    seed: int | None = None,
 ) -> Tensor:
     """tr Theta = sum_{i,c} ||d f_ic / d theta||^2, a 0-d tensor: ``exact`` from the kernel's
     diagonal only (structured per layer, no N*C x N*C matrix), ``hutchinson`` an unbiased
-    estimate from ``num_probes`` Rademacher probes (seeded by ``seed``)."""
+    estimate from ``num_probes`` Rademacher probes drawn from ``generator`` (``None``: a private
+    generator seeded with 0; ``seed``: its deprecated spelling, an int)."""
+    generator = renamed_argument("ntk_trace", "seed", "generator", seed, generator)
     _check(model, x)
     check_choice(method, "method", TRACE_METHODS)
     tr = fisher_trace(
-        model, x, "gaussian", method, num_probes=num_probes, seed=seed, chunk_size=chunk_size,
+        model, x, "gaussian", method, num_probes=num_probes, chunk_size=chunk_size,
+        generator=generator,  # an int here is the deprecated seed, resolved as fisher's
         output_fn=output_fn, eval_mode=eval_mode,
     )
     return tr * x.shape[0]
@@ -199,6 +244,7 @@ def ntk_drift(
 
 
 __all__ = [
+    "NTKOperator",
     "kernel_distance",
     "kernel_eigenvalues",
     "ntk_drift",

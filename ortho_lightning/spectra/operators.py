@@ -1,4 +1,5 @@
-"""The Fisher as matrix-free linear operators (``.shape``, ``matvec``, ``matmat``, ``@``).
+"""The Fisher as matrix-free :class:`~ortho_lightning.spectra.linear_operator.LinearOperator`
+objects (``.shape``, ``.dtype``, ``.device``, ``matvec``, ``matmat``, ``@``, inputs checked).
 
 - :class:`FisherOperator`: F = (1/N) J^T H J on flat parameter vectors (P,), one ``jvp``
   (forward mode) and one ``vjp`` (reverse mode, graph built once) per product, linear in P.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import functional_call, jvp, vjp
 
 from ortho_lightning.spectra._common import (
     OutputFn,
@@ -24,6 +25,7 @@ from ortho_lightning.spectra._common import (
 )
 from ortho_lightning.spectra.gram import structured_factors
 from ortho_lightning.spectra.likelihoods import get_likelihood
+from ortho_lightning.spectra.linear_operator import LinearOperator
 
 
 class _Autodiff:
@@ -51,7 +53,7 @@ class _Autodiff:
         return self._pull(u)[0]
 
 
-class FisherOperator:
+class FisherOperator(LinearOperator):
     """F = (1/N) sum_i J_i^T H_i J_i of ``model`` on the batch ``x`` as a (P, P) operator on
     the flattened trainable parameters (``named_parameters()`` order).
 
@@ -100,19 +102,12 @@ class FisherOperator:
         """J^T u: (N, C) -> (P,)."""
         return self.flatten(self._ad.vjp(u))
 
-    def matvec(self, v: Tensor) -> Tensor:
-        """F v for a flat (P,) vector."""
+    def _matvec(self, v: Tensor) -> Tensor:
+        """F v for a flat (P,) vector (``matmat``: columns vmapped)."""
         return self.vjp(self.likelihood.hvp(self.outputs, self.jvp(v))) / self.n
 
-    def matmat(self, v: Tensor) -> Tensor:
-        """F V for a (P, m) matrix (columns vmapped)."""
-        return vmap(self.matvec, in_dims=1, out_dims=1)(v)
 
-    def __matmul__(self, v: Tensor) -> Tensor:
-        return self.matvec(v) if v.dim() == 1 else self.matmat(v)
-
-
-class DualFisherOperator:
+class DualFisherOperator(LinearOperator):
     """M = (1/N) G G^T, the (N*C, N*C) dual of the Fisher (same non-zero eigenvalues), as an
     operator on flat output-space vectors ordered sample-major ((i, c) -> i*C + c).
 
@@ -153,8 +148,8 @@ class DualFisherOperator:
                 model, x, fac.params, fac.rest, output_fn, lik.matrix_output, eval_mode
             )
 
-    def matvec(self, u: Tensor) -> Tensor:
-        """M u for a flat (N*C,) vector."""
+    def _matvec(self, u: Tensor) -> Tensor:
+        """M u for a flat (N*C,) vector (``matmat``: columns vmapped)."""
         u = u.view(self.n, self.c)
         out = torch.zeros_like(u)
         for a, d, bias in self.layers:
@@ -179,10 +174,3 @@ class DualFisherOperator:
             jv = self._rest.jvp(self._rest.vjp(w))
             out += torch.einsum("ndc,nd->nc", self.sqrt_h, jv)  # S_i^T (J J^T w)_i
         return out.reshape(-1) / self.n
-
-    def matmat(self, u: Tensor) -> Tensor:
-        """M U for a (N*C, m) matrix (columns vmapped)."""
-        return vmap(self.matvec, in_dims=1, out_dims=1)(u)
-
-    def __matmul__(self, u: Tensor) -> Tensor:
-        return self.matvec(u) if u.dim() == 1 else self.matmat(u)

@@ -66,7 +66,8 @@ def test_lanczos_top_k_matches_exact(kind, likelihood):
     torch.manual_seed(3)
     model, x = build(kind)
     exact = fisher_eigenvalues(model, x, likelihood)
-    top = fisher_eigenvalues(model, x, likelihood, method="lanczos", k=4, tol=1e-10, seed=5)
+    top = fisher_eigenvalues(model, x, likelihood, method="lanczos", k=4, tol=1e-10,
+                             generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(top, exact[:4], rtol=1e-8, atol=1e-12)
 
 
@@ -97,7 +98,8 @@ def test_trace_exact_and_hutchinson(kind, likelihood):
     model, x = build(kind)
     ref = torch.trace(dense_fisher(model, x, likelihood))
     torch.testing.assert_close(fisher_trace(model, x, likelihood), ref)
-    est = fisher_trace(model, x, likelihood, "hutchinson", num_probes=3000, seed=1)
+    est = fisher_trace(model, x, likelihood, "hutchinson", num_probes=3000,
+                       generator=torch.Generator().manual_seed(1))
     assert abs(float(est / ref) - 1) < 0.08
 
 
@@ -224,10 +226,37 @@ def test_global_rng_untouched():
     torch.manual_seed(0)
     model, x = build("mlp")
     state = torch.get_rng_state()
-    fisher_eigenvalues(model, x, method="lanczos", k=2, seed=3)
-    fisher_trace(model, x, method="hutchinson", num_probes=4, seed=3)
-    spectral_density(model, x, num_probes=2, lanczos_steps=5, seed=3)
+    fisher_eigenvalues(model, x, method="lanczos", k=2)
+    fisher_trace(model, x, method="hutchinson", num_probes=4)
+    spectral_density(model, x, num_probes=2, lanczos_steps=5)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+SEEDED = {
+    # loose Lanczos (2 steps) so the answer depends on the start vector
+    "fisher_eigenvalues": lambda m, x, **kw: fisher_eigenvalues(
+        m, x, method="lanczos", k=2, max_iter=2, **kw),
+    "fisher_trace": lambda m, x, **kw: fisher_trace(m, x, method="hutchinson", num_probes=3, **kw),
+    "spectral_density": lambda m, x, **kw: spectral_density(
+        m, x, num_probes=2, lanczos_steps=3, **kw)[1],
+}
+
+
+@pytest.mark.filterwarnings("ignore:Lanczos did not reach")
+@pytest.mark.parametrize("name", list(SEEDED))
+def test_deprecated_seed_gives_bit_identical_results(name):
+    # issue 18: seed= is the deprecated spelling of generator=; seed s is exactly
+    # torch.Generator().manual_seed(s), and no argument is the old default seed 0
+    call = SEEDED[name]
+    model, x = build("mlp")
+    with pytest.warns(DeprecationWarning, match=f"{name}: 'seed' is deprecated") as rec:
+        old = call(model, x, seed=5)
+    assert rec[0].filename == __file__  # the warning points at the caller's line
+    assert torch.equal(old, call(model, x, generator=torch.Generator().manual_seed(5)))
+    assert not torch.equal(old, call(model, x, generator=torch.Generator().manual_seed(6)))
+    with pytest.warns(DeprecationWarning):
+        zero = call(model, x, seed=0)
+    assert torch.equal(call(model, x), zero)
 
 
 def test_spectral_density_in_parameter_space_matches_exact():

@@ -7,6 +7,8 @@ from torch import nn
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.spectra import (
+    LinearOperator,
+    NTKOperator,
     kernel_distance,
     kernel_eigenvalues,
     ntk_drift,
@@ -63,9 +65,38 @@ def test_lanczos_top_k_matches_dense(kind):
     torch.manual_seed(7)
     model, x = build(kind)
     ref = torch.linalg.eigvalsh(dense_ntk(model, x)).flip(0)
-    top = ntk_eigenvalues(model, x, "lanczos", k=4, tol=1e-10, seed=3)
+    top = ntk_eigenvalues(model, x, "lanczos", k=4, tol=1e-10,
+                          generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(top, ref[:4], rtol=1e-8, atol=1e-12)
     torch.testing.assert_close(ntk_eigenvalues(model, x, k=4), ref[:4], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Lanczos did not reach")
+def test_deprecated_seed_gives_bit_identical_results():
+    model, x = build("mlp")
+    for name, call in [
+        ("ntk_eigenvalues", lambda **kw: ntk_eigenvalues(model, x, "lanczos", k=2, max_iter=2, **kw)),
+        ("ntk_trace", lambda **kw: ntk_trace(model, x, "hutchinson", num_probes=3, **kw)),
+    ]:
+        with pytest.warns(DeprecationWarning, match=f"{name}: 'seed' is deprecated"):
+            old = call(seed=4)
+        assert torch.equal(old, call(generator=torch.Generator().manual_seed(4)))
+        assert not torch.equal(old, call(generator=torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "parametrized"])
+def test_operator_products_match_the_dense_kernel(kind):
+    torch.manual_seed(8)
+    model, x = build(kind)
+    ref = dense_ntk(model, x)
+    op = NTKOperator(model, x)
+    assert isinstance(op, LinearOperator) and op.shape == ref.shape
+    u = torch.randn(op.shape[0], 3)
+    torch.testing.assert_close(op @ u, ref @ u)
+    torch.testing.assert_close(op.matvec(u[:, 0]), ref @ u[:, 0])
+    with pytest.raises(ShapeError, match=rf"NTKOperator: the operand must be a tensor of shape "
+                       rf"\({ref.shape[0]},\)"):
+        op.matvec(u[:-1, 0])
 
 
 def test_rank_deficient_kernel_when_outputs_outnumber_parameters():
@@ -87,7 +118,8 @@ def test_hutchinson_trace_is_close():
     torch.manual_seed(4)
     model, x = build("mlp")
     exact = float(ntk_trace(model, x))
-    est = float(ntk_trace(model, x, "hutchinson", num_probes=4000, seed=1))
+    est = float(ntk_trace(model, x, "hutchinson", num_probes=4000,
+                          generator=torch.Generator().manual_seed(1)))
     assert abs(est - exact) < 0.05 * exact
 
 
