@@ -23,7 +23,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,48 @@ def flag_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
+#: what a training cell sets before the grid's own keys (which override it): no Lightning
+#: default checkpoint per cell (one is ~100 MB for a depth-200 MLP); see :func:`default_flags`
+CELL_DEFAULTS = {"trainer.enable_checkpointing": False}
+
+
+def _names_checkpoint(callbacks: Any) -> bool:
+    """Whether a ``trainer.callbacks`` config (one ``class_path`` mapping or a list of them)
+    names a checkpoint callback (a class whose name ends in ``Checkpoint``)."""
+    entries = callbacks if isinstance(callbacks, list) else [callbacks]
+    return any(isinstance(e, Mapping) and str(e.get("class_path", "")).endswith("Checkpoint")
+               for e in entries)
+
+
+def default_flags(recipe: str, params: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The :data:`CELL_DEFAULTS` flags of training cells of ``recipe`` whose grid parameters are
+    ``params`` (one mapping per cell). They go right after ``--config``, so a grid key
+    (``trainer.enable_checkpointing: true`` in ``base``, an axis or a variant) overrides them.
+
+    None when the recipe or a cell configures a checkpoint callback in ``trainer.callbacks``
+    (it asked for checkpoints, and Lightning refuses one with ``enable_checkpointing=False``).
+    """
+    try:
+        config = yaml.safe_load(Path(recipe).read_text()) or {}
+    except (OSError, yaml.YAMLError):  # the CLI reports an unreadable recipe itself
+        config = {}
+    trainer = config.get("trainer") if isinstance(config, Mapping) else None
+    if isinstance(trainer, Mapping) and _names_checkpoint(trainer.get("callbacks")):
+        return []
+    for cell_params in params:
+        for key, value in cell_params.items():
+            if key == "trainer" and isinstance(value, Mapping):
+                value = value.get("callbacks")
+            elif key.removesuffix("+") != "trainer.callbacks":  # jsonargparse's append form
+                continue
+            if _names_checkpoint(value):
+                return []
+    return [f"--{key}={flag_value(value)}" for key, value in CELL_DEFAULTS.items()]
+
+
 def recipe_argv(cell: Cell, folder: Path, wandb: Any = None, experiment: str = "experiment") -> list[str]:
-    """The LightningCLI arguments of a recipe cell: its config, each parameter as
+    """The LightningCLI arguments of a recipe cell: its config, :func:`default_flags` (no
+    default checkpoints unless the grid or recipe asks for them), each parameter as
     ``--key=value`` (YAML-encoded), its seed, and a CSVLogger into the cell folder (so a grid
     never needs W&B).
 
@@ -81,7 +121,7 @@ def recipe_argv(cell: Cell, folder: Path, wandb: Any = None, experiment: str = "
     the seed, so one arm's seeds share a job type and the whole grid is one W&B view. Its files
     go into the cell folder; ``WANDB_MODE`` decides offline or online, as for any CLI run.
     """
-    argv = ["fit", "--config", cell.target]
+    argv = ["fit", "--config", cell.target, *default_flags(cell.target, [cell.params])]
     argv += [f"--{key}={flag_value(value)}" for key, value in cell.params.items()]
     loggers: list[dict[str, Any]] = [
         {"class_path": "lightning.pytorch.loggers.CSVLogger",

@@ -3,8 +3,8 @@ W&B sweep file, so ``wandb agent`` can run them on as many machines as there are
 
 The sweep is ``method: grid`` over the same values as the grid, and each agent run is::
 
-    ortho-lightning fit --config <recipe> --<base key>=<value> ... --<axis key>=<value> ... \\
-        --seed_everything=<seed>
+    ortho-lightning fit --config <recipe> <default flags> --<base key>=<value> ... \\
+        --<axis key>=<value> ... --seed_everything=<seed>
 
 the same flags as the local runner's cell (:func:`~ortho_lightning.experiments.runner.recipe_argv`)
 except its CSV logger: agent runs log to the sweep through the recipe's W&B logger.
@@ -34,7 +34,7 @@ import yaml
 
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.grid import Grid
-from ortho_lightning.experiments.runner import flag_value
+from ortho_lightning.experiments.runner import default_flags, flag_value
 
 SWEEP_NAME = "sweep.yaml"
 #: the parameter that carries the combinations of variant axes (``--config=<yaml text>``)
@@ -129,7 +129,8 @@ def sweep_config(grid: Grid) -> tuple[dict[str, Any], list[str]]:
             notes.append(f"'{VARIANTS_PARAMETER}' values, in order ({' x '.join(variant_axes)}):")
             notes += [f"  {i}: {n}" for i, n in enumerate(names)]
     parameters[SEED_PARAMETER] = {"values": list(grid.seeds)}
-    fixed = [f"--{key}={flag_value(value)}" for key, value in grid.base.items()]
+    fixed = [*default_flags(grid.target, [c.params for c in grid.cells]),
+             *(f"--{key}={flag_value(value)}" for key, value in grid.base.items())]
     recipe = Path(grid.target)
     if recipe.is_absolute() and recipe.is_relative_to(Path.cwd()):  # agents start in the checkout
         recipe = recipe.relative_to(Path.cwd())

@@ -90,3 +90,40 @@ def test_grid_cells_log_to_wandb_grouped_by_experiment_when_asked(tmp_path, monk
     # the CSV table is still written as without W&B
     columns, _ = read_table(tmp_path / "out" / "results.csv")
     assert "train/loss_step" in columns
+
+
+def _tiny_recipe(folder, **trainer):
+    from tests.data.conftest import make_tiny_mnist
+
+    tiny = make_tiny_mnist(folder / "mnist", n_train=42, n_test=16).folder
+    recipe = {
+        "model": {"class_path": "ortho_lightning.models.MLPClassifier",
+                  "init_args": {"depth": 1, "width": 4}},
+        "data": {"class_path": "ortho_lightning.data.MNISTDataModule",
+                 "init_args": {"data_dir": str(tiny), "batch_size": 16, "val_size": 10,
+                               "download": False, "allow_subset": True}},
+        "trainer": {"max_steps": 1, "limit_val_batches": 1, "accelerator": "cpu",
+                    "log_every_n_steps": 1, "enable_progress_bar": False,
+                    "enable_model_summary": False, **trainer},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_training_cells_write_checkpoints_only_when_the_grid_or_recipe_asks(tmp_path):
+    # Lightning's default ModelCheckpoint is off in grid cells (a depth-200 cell wrote ~100 MB);
+    # the grid's own key turns it back on, and a recipe's explicit checkpoint callback is kept
+    plain = _tiny_recipe(tmp_path / "plain")
+    own = _tiny_recipe(tmp_path / "own", callbacks=[
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"filename": "mine"}}])
+    cases = {"default": ({"recipe": str(plain)}, 0),
+             "grid_on": ({"recipe": str(plain), "base": {"trainer.enable_checkpointing": True}}, 1),
+             "recipe_callback": ({"recipe": str(own)}, 1)}
+    for name, (spec, expected) in cases.items():
+        grid = expand({"name": name, "kind": "recipe", **spec})
+        run_grid(grid, tmp_path / name, progress=False, report=False)
+        found = list((tmp_path / name).rglob("*.ckpt"))
+        assert len(found) == expected, (name, found)
+    assert found[0].name == "mine.ckpt"  # the recipe's own callback, not a default one
