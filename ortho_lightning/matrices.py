@@ -26,7 +26,12 @@ RECURRENT_CHOICES: tuple[str, ...] = ("hh", "all")
 
 def check_recurrent(recurrent: str) -> str:
     """Return ``recurrent`` if it is one of :data:`RECURRENT_CHOICES`, else raise
-    ``ConfigurationError`` naming the argument and the accepted values."""
+    ``ConfigurationError`` naming the argument and the accepted values.
+
+    Still in the older ``"name: expected ..."`` format, which tests of its callers pin
+    (``init.initialize``, ``constraints.orthogonalize``, the constraint and regularizer
+    callbacks): each caller can move to ``validation.check_choice(owner, "recurrent",
+    recurrent, RECURRENT_CHOICES)`` with its test, after which this goes (issue 18)."""
     if recurrent not in RECURRENT_CHOICES:
         raise ConfigurationError(
             f"recurrent: expected one of {RECURRENT_CHOICES}, got {recurrent!r}"
