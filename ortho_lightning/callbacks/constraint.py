@@ -132,7 +132,9 @@ class OrthogonalConstraint(Callback):
     ) -> None:
         check_positive("gain", gain)
         if not callable(triv) and triv not in TRIVIALIZATIONS:
-            raise ConfigurationError(f"triv: expected one of {TRIVIALIZATIONS} or a callable, got {triv!r}")
+            raise ConfigurationError(
+                f"triv: expected one of {tuple(TRIVIALIZATIONS)} or a callable, got {triv!r}"
+            )
         if relax is not None and not (isinstance(relax, int | float) and 0 < relax < 1):
             raise ConfigurationError(f"relax: expected None or a number in (0, 1), got {relax!r}")
         if init not in INITS:

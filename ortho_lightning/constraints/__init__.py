@@ -2,15 +2,19 @@
 gate block, flattened conv view), soft penalties and projections. Pure torch + geotorch."""
 
 from ortho_lightning.constraints.orthogonalize import (
-    OrthogonalMatrix,
-    is_orthogonalized,
     matrix_tensor_names,
     orthogonalize,
-    orthogonalized_tensors,
     remove_orthogonalization,
     selected_tensors,
-    split_state_dict,
     update_base,
+)
+from ortho_lightning.constraints.parametrization import (
+    MANIFOLDS,
+    TRIVIALIZATIONS,
+    Manifold,
+    OrthogonalMatrix,
+    is_orthogonalized,
+    orthogonalized_tensors,
 )
 from ortho_lightning.constraints.penalties import (
     PENALTIES,
@@ -20,10 +24,14 @@ from ortho_lightning.constraints.penalties import (
     total_penalty,
 )
 from ortho_lightning.constraints.projection import PROJECTIONS, project_orthogonal_
+from ortho_lightning.constraints.state import split_state_dict
 
 __all__ = [
+    "MANIFOLDS",
     "PENALTIES",
     "PROJECTIONS",
+    "TRIVIALIZATIONS",
+    "Manifold",
     "OrthogonalMatrix",
     "block_defects",
     "is_orthogonalized",
