@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.validation import fail
 
 OutputFn = Callable[[object], Tensor]
 
@@ -64,15 +65,23 @@ def variables(model: nn.Module) -> dict[str, Tensor]:
     return params
 
 
-def check_batch(x: object, name: str = "x") -> Tensor:
-    """``x`` must be a tensor with a batch dimension of at least one sample."""
+def check_model(owner: str, model: object) -> nn.Module:
+    """``model`` if it is an ``nn.Module``; else a ConfigurationError in the package's format
+    (``validation.fail``) naming ``owner``, the public function called."""
+    if not isinstance(model, nn.Module):
+        fail(owner, "model", "a torch.nn.Module", type(model))
+    return model
+
+
+def check_batch(owner: str, x: object, name: str = "x") -> Tensor:
+    """``x`` if it is a tensor with a leading batch dimension of at least one sample; else a
+    ShapeError in the package's format naming ``owner`` (the value shown is the type or shape,
+    never the data)."""
+    expected = "a torch.Tensor batch (N, ...) with N >= 1"
     if not isinstance(x, Tensor):
-        raise ShapeError(f"{name} must be a torch.Tensor batch, got {type(x).__name__}")
+        fail(owner, name, expected, type(x), ShapeError)
     if x.dim() < 1 or x.shape[0] < 1:
-        raise ShapeError(
-            f"{name} must have a leading batch dimension with >= 1 sample, got shape "
-            f"{tuple(x.shape)}"
-        )
+        fail(owner, name, expected, x.shape, ShapeError)
     return x
 
 
@@ -119,13 +128,6 @@ def ad_friendly_backends(model: nn.Module) -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*TF32 acceleration on top of oneDNN.*")
         with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
             yield
-
-
-def check_choice(value: object, name: str, accepted: tuple[str, ...] | list[str]) -> str:
-    """``value`` must be one of ``accepted``; otherwise an error naming both."""
-    if value not in accepted:
-        raise ConfigurationError(f"{name} must be one of {sorted(accepted)}, got {value!r}")
-    return value  # type: ignore[return-value]
 
 
 def linalg_ready(t: Tensor) -> Tensor:

@@ -27,17 +27,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
-from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.spectra._common import (
     OutputFn,
     as_batch_output,
     check_batch,
-    check_choice,
+    check_model,
     measuring,
 )
 from ortho_lightning.spectra.empirical import loss_residuals
 from ortho_lightning.spectra.gram import BUDGET, structured_factors
 from ortho_lightning.spectra.likelihoods import LIKELIHOODS
+from ortho_lightning.validation import check_choice
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,10 @@ def fisher_max_bound(
     Returns:
         :class:`FisherBound`; ``bound`` >= lambda_max(F) always (up to rounding).
     """
-    if not isinstance(model, nn.Module):
-        raise ConfigurationError(f"model must be an nn.Module, got {type(model).__name__}")
-    check_batch(x)
-    check_choice(likelihood, "likelihood", tuple(LIKELIHOODS))
+    owner = "fisher_max_bound"
+    check_model(owner, model)
+    check_batch(owner, x)
+    check_choice(owner, "likelihood", likelihood, tuple(LIKELIHOODS))
     with measuring(model, eval_mode):
         # S = I: d holds the raw layer-to-output Jacobians D_i^l, weighted below
         fac = structured_factors(model, x, "gaussian", output_fn=output_fn)

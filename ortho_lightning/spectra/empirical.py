@@ -18,16 +18,17 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.spectra._common import (
     OutputFn,
     as_batch_output,
     check_batch,
-    check_choice,
+    check_model,
     linalg_ready,
     measuring,
 )
 from ortho_lightning.spectra.gram import fisher_gram
+from ortho_lightning.validation import check_choice, check_int, fail
 
 
 def _categorical_residual(f: Tensor, labels: Tensor) -> Tensor:
@@ -73,9 +74,9 @@ def loss_residuals(
 ) -> tuple[Tensor, Tensor]:
     """``(outputs, residuals)``, both (N, C): the model's outputs on ``x`` (one no-grad forward
     in the model's current mode) and r_i = d loss(f_i, y_i) / d f_i."""
-    check_choice(likelihood, "likelihood", tuple(RESIDUALS))
+    check_choice("loss_residuals", "likelihood", likelihood, tuple(RESIDUALS))
     if not isinstance(labels, Tensor):
-        raise ShapeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        fail("loss_residuals", "labels", "a torch.Tensor", type(labels), ShapeError)
     with torch.no_grad():
         f = as_batch_output(model(x), x.shape[0], output_fn, "model", likelihood == "categorical")
     if labels.shape[:1] != f.shape[:1]:
@@ -132,12 +133,13 @@ def empirical_fisher_eigenvalues(
         1-d tensor of min(N, P) values (or ``k``), descending, >= 0; the largest is the
         empirical Fisher's lambda_max.
     """
-    if not isinstance(model, nn.Module):
-        raise ConfigurationError(f"model must be an nn.Module, got {type(model).__name__}")
-    check_batch(x)
-    check_choice(likelihood, "likelihood", tuple(RESIDUALS))
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ConfigurationError(f"k must be a positive int or None, got {k!r}")
+    owner = "empirical_fisher_eigenvalues"
+    check_model(owner, model)
+    check_batch(owner, x)
+    check_choice(owner, "likelihood", likelihood, tuple(RESIDUALS))
+    check_int(owner, "k", k, minimum=1, optional=True)
+    if not isinstance(labels, Tensor):
+        fail(owner, "labels", "a torch.Tensor", type(labels), ShapeError)
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     with measuring(model, eval_mode):
         gram = empirical_fisher_gram(

@@ -13,11 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.spectra._common import (
     OutputFn,
     check_batch,
-    check_choice,
+    check_model,
     linalg_ready,
     measuring,
 )
@@ -30,7 +30,13 @@ from ortho_lightning.spectra.lanczos import (
 )
 from ortho_lightning.spectra.likelihoods import LIKELIHOODS
 from ortho_lightning.spectra.operators import DualFisherOperator, FisherOperator
-from ortho_lightning.validation import renamed_argument
+from ortho_lightning.validation import (
+    check_choice,
+    check_int,
+    check_number,
+    fail,
+    renamed_argument,
+)
 
 EIGEN_METHODS = ("exact", "lanczos")
 #: ``exact`` builds the P x P Fisher instead of the N*C x N*C dual when P < N*C and P is at
@@ -39,17 +45,11 @@ PRIMAL_MAX = 4096
 TRACE_METHODS = ("exact", "hutchinson")
 
 
-def _check(model: nn.Module, x: Tensor, likelihood: str) -> None:
-    if not isinstance(model, nn.Module):
-        raise ConfigurationError(f"model must be an nn.Module, got {type(model).__name__}")
-    check_batch(x)
-    check_choice(likelihood, "likelihood", tuple(LIKELIHOODS))
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
-    return value
+def _check(owner: str, model: object, x: object, likelihood: object) -> None:
+    """The arguments every public Fisher function shares, in the package's message format."""
+    check_model(owner, model)
+    check_batch(owner, x)
+    check_choice(owner, "likelihood", likelihood, tuple(LIKELIHOODS))
 
 
 def fisher_eigenvalues(
@@ -96,18 +96,18 @@ def fisher_eigenvalues(
         N of the N*C are zero up to rounding (each H_i has the null vector 1). ``lanczos``:
         ``k`` values (zero-padded past the operator's size).
     """
-    generator = renamed_argument("fisher_eigenvalues", "seed", "generator", seed, generator)
-    _check(model, x, likelihood)
-    check_choice(method, "method", EIGEN_METHODS)
+    owner = "fisher_eigenvalues"
+    generator = renamed_argument(owner, "seed", "generator", seed, generator)
+    _check(owner, model, x, likelihood)
+    check_choice(owner, "method", method, EIGEN_METHODS)
     if method == "lanczos" and k is None:
-        raise ConfigurationError(
-            "method='lanczos' needs k (the number of top eigenvalues), got None"
-        )
+        fail(owner, "k", "the number of top eigenvalues (an integer >= 1) for method='lanczos'", k)
+    check_int(owner, "k", k, minimum=1, optional=True)
+    check_number(owner, "tol", tol, positive=True)
+    check_int(owner, "max_iter", max_iter, minimum=1, optional=True)
     num_params = sum(q.numel() for q in model.parameters() if q.requires_grad)
-    if k is not None:
-        _positive_int(k, "k")
-        if k > num_params:
-            raise ConfigurationError(f"k={k} exceeds the number of parameters P={num_params}")
+    if k is not None and k > num_params:
+        fail(owner, "k", f"at most the number of parameters P={num_params}", k)
     with measuring(model, eval_mode):
         if method == "exact":
             if num_params <= PRIMAL_MAX and _primal_is_smaller(model, x, output_fn):
@@ -121,7 +121,7 @@ def fisher_eigenvalues(
                 return values
             return torch.cat([values[:k], values.new_zeros(max(0, k - values.numel()))])
         op = _operator(model, x, likelihood, output_fn, eval_mode)
-        gen = make_generator("fisher_eigenvalues", generator, op.device)
+        gen = make_generator(owner, generator, op.device)
         top = lanczos_topk(op, min(k, op.shape[0]), tol=tol, max_iter=max_iter, generator=gen)
         return torch.cat([top, top.new_zeros(k - top.numel())])
 
@@ -172,19 +172,20 @@ def fisher_trace(
     vjp each (vmapped in chunks of ``chunk_size``), drawn from ``generator`` (``None``: a
     private generator seeded with 0; ``seed``: its deprecated spelling, an int).
     """
-    generator = renamed_argument("fisher_trace", "seed", "generator", seed, generator)
-    _check(model, x, likelihood)
-    check_choice(method, "method", TRACE_METHODS)
+    owner = "fisher_trace"
+    generator = renamed_argument(owner, "seed", "generator", seed, generator)
+    _check(owner, model, x, likelihood)
+    check_choice(owner, "method", method, TRACE_METHODS)
     with measuring(model, eval_mode):
         if method == "exact":
             diag = fisher_gram(
                 model, x, likelihood, output_fn=output_fn, chunk_size=chunk_size, diagonal=True
             )
             return diag.sum()
-        _positive_int(num_probes, "num_probes")
+        check_int(owner, "num_probes", num_probes, minimum=1)
         op = FisherOperator(model, x, likelihood, output_fn=output_fn, eval_mode=False)
         f = op.outputs
-        gen = make_generator("fisher_trace", generator, f.device)
+        gen = make_generator(owner, generator, f.device)
         u = torch.randint(0, 2, (num_probes, *f.shape), generator=gen, device=f.device)
         u = u.to(f.dtype) * 2 - 1
         sqrt_h = LIKELIHOODS[likelihood].sqrt(f)
@@ -223,22 +224,20 @@ def spectral_density(
         (grid, density): two 1-d float64 CPU tensors of equal length; density >= 0 and
         integrates (trapezoid) to ~1 over the default grid.
     """
-    generator = renamed_argument("spectral_density", "seed", "generator", seed, generator)
-    _check(model, x, likelihood)
-    _positive_int(num_probes, "num_probes")
-    _positive_int(lanczos_steps, "lanczos_steps")
+    owner = "spectral_density"
+    generator = renamed_argument(owner, "seed", "generator", seed, generator)
+    _check(owner, model, x, likelihood)
+    check_int(owner, "num_probes", num_probes, minimum=1)
+    check_int(owner, "lanczos_steps", lanczos_steps, minimum=1)
     if isinstance(grid, Tensor):
         if grid.dim() != 1 or grid.numel() < 2:
-            raise ShapeError(
-                f"grid must be a 1-d tensor of >= 2 points, got shape {tuple(grid.shape)}"
-            )
+            fail(owner, "grid", "a 1-d tensor of >= 2 points", grid.shape, ShapeError)
     elif isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise ConfigurationError(f"grid must be a 1-d tensor or an int >= 2, got {grid!r}")
-    if sigma is not None and not sigma > 0:
-        raise ConfigurationError(f"sigma must be > 0, got {sigma!r}")
+        fail(owner, "grid", "a 1-d tensor or an int >= 2", grid)
+    check_number(owner, "sigma", sigma, positive=True, optional=True)
     with measuring(model, eval_mode):
         op = _operator(model, x, likelihood, output_fn, False)
-        gen = make_generator("spectral_density", generator, op.device)
+        gen = make_generator(owner, generator, op.device)
         nodes = slq_nodes(op, num_probes=num_probes, steps=lanczos_steps, generator=gen)
     if isinstance(op, DualFisherOperator):
         # F's spectrum = M's N*C eigenvalues + (P - N*C) zeros

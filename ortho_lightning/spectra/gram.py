@@ -39,7 +39,7 @@ from ortho_lightning.spectra._common import (
     has_recurrent,
     variables,
 )
-from ortho_lightning.spectra.likelihoods import LIKELIHOODS, get_likelihood
+from ortho_lightning.spectra.likelihoods import get_likelihood
 from ortho_lightning.spectra.pieces import Piece
 
 #: Default bound (in tensor elements) on the intermediate blocks of the Gram computation.
@@ -241,7 +241,7 @@ def structured_factors(
 ) -> Factors:
     """Capture layer inputs and the back-propagated S-weighted output gradients of every
     structured layer (see module docstring), in the model's current mode."""
-    lik = get_likelihood(likelihood)
+    lik = get_likelihood(likelihood, "structured_factors")
     params = variables(model)
     n = x.shape[0]
     caps = _structured(model, params) if structured else {}
@@ -326,6 +326,7 @@ def fisher_gram(
         (N*C, N*C) symmetric PSD matrix, rows ordered sample-major ((i, c) -> i*C + c); or its
         diagonal.
     """
+    require_2d = get_likelihood(likelihood, "fisher_gram").matrix_output
     fac = structured_factors(model, x, likelihood, output_fn=output_fn, structured=structured)
     n, c = fac.outputs.shape
     rows = n * c
@@ -333,7 +334,6 @@ def fisher_gram(
     gram = torch.zeros(shape, dtype=fac.outputs.dtype, device=fac.outputs.device)
     for a, d, bias in fac.layers:
         gram += _outer_gram(a, d, bias, diagonal, budget)
-    require_2d = LIKELIHOODS[likelihood].matrix_output
     for group in _groups(fac.params, fac.rest, rows, budget):
         g = _generic_rows(
             model, fac.params, group, x, fac.sqrt_h, output_fn, require_2d, chunk_size

@@ -24,11 +24,11 @@ from ortho_lightning.spectra._common import (
     OutputFn,
     as_batch_output,
     check_batch,
-    check_choice,
     has_recurrent,
     measuring,
     singular_values,
 )
+from ortho_lightning.validation import check_choice, fail
 
 MODES = ("auto", "reverse", "forward")
 
@@ -52,7 +52,7 @@ def batch_jacobian(
     Returns:
         (N, D, I) tensor, I = prod(in).
     """
-    check_choice(mode, "mode", MODES)
+    check_choice("batch_jacobian", "mode", mode, MODES)
     if not x.is_floating_point():
         raise ShapeError(f"Jacobians need a floating-point input, got dtype {x.dtype}")
     n = x.shape[0]
@@ -105,8 +105,8 @@ def jacobian_singular_values(
         (N, min(D, I)) singular values, descending per row, with D = output size and
         I = input size per sample (both flattened).
     """
-    check_batch(x)
-    check_choice(mode, "mode", MODES)
+    check_batch("jacobian_singular_values", x)
+    check_choice("jacobian_singular_values", "mode", mode, MODES)
     if has_recurrent(model):
         mode = "reverse"
     params = _params(model)
@@ -165,12 +165,13 @@ def layer_jacobian_singular_values(
     Returns:
         (N, min(D_end, D_start)) singular values, descending per row.
     """
-    check_batch(x)
-    check_choice(mode, "mode", MODES)
+    owner = "layer_jacobian_singular_values"
+    check_batch(owner, x)
+    check_choice(owner, "mode", mode, MODES)
     start_mod = _module(model, start, "start")
     end_mod = _module(model, end, "end")
     if start_mod is end_mod:
-        raise ConfigurationError(f"start and end must be different modules, got {start!r} twice")
+        fail(owner, "end", f"a module other than start={start!r}", end)
     if has_recurrent(model):
         mode = "reverse"
     params = _params(model)
@@ -258,10 +259,9 @@ def recurrent_state_jacobian_singular_values(
         (N, S) singular values, descending per row, S = state size per sample.
     """
     if not isinstance(rnn, nn.RNNBase):
-        raise ConfigurationError(
-            f"rnn must be an nn.RNN, nn.LSTM or nn.GRU, got {type(rnn).__name__}"
-        )
-    check_batch(x)
+        fail("recurrent_state_jacobian_singular_values", "rnn", "an nn.RNN, nn.LSTM or nn.GRU",
+             type(rnn))
+    check_batch("recurrent_state_jacobian_singular_values", x)
     if x.dim() != 3:
         raise ShapeError(
             f"x must be a batched sequence (3-d, {'(N, T, in)' if rnn.batch_first else '(T, N, in)'}),"

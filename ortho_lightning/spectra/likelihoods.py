@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ortho_lightning.spectra._common import check_choice
+from ortho_lightning.validation import check_choice
 
 
 def _categorical_sqrt(f: Tensor) -> Tensor:
@@ -55,7 +55,8 @@ LIKELIHOODS: dict[str, Likelihood] = {
 }
 
 
-def get_likelihood(name: str) -> Likelihood:
-    """The :data:`LIKELIHOODS` entry ``name``; otherwise a ``ConfigurationError`` naming the
-    argument ``likelihood`` and the accepted values (as the public spectra functions do)."""
-    return LIKELIHOODS[check_choice(name, "likelihood", tuple(LIKELIHOODS))]
+def get_likelihood(name: str, owner: str = "get_likelihood") -> Likelihood:
+    """The :data:`LIKELIHOODS` entry ``name``; otherwise a ``ConfigurationError``
+    ``"{owner}: likelihood must be one of [...], got ..."`` (``owner``: the public function or
+    class the user called)."""
+    return LIKELIHOODS[check_choice(owner, "likelihood", name, tuple(LIKELIHOODS))]

@@ -19,12 +19,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.spectra._common import (
     OutputFn,
     as_batch_output,
     check_batch,
-    check_choice,
+    check_model,
     linalg_ready,
     measuring,
 )
@@ -37,18 +37,12 @@ from ortho_lightning.spectra.fisher import (
 from ortho_lightning.spectra.gram import fisher_gram
 from ortho_lightning.spectra.linear_operator import LinearOperator
 from ortho_lightning.spectra.operators import DualFisherOperator
-from ortho_lightning.validation import renamed_argument
+from ortho_lightning.validation import check_choice, check_int, fail, renamed_argument
 
 
-def _check(model: object, x: object) -> None:
-    if not isinstance(model, nn.Module):
-        raise ConfigurationError(f"model must be an nn.Module, got {type(model).__name__}")
-    check_batch(x)
-
-
-def _check_k(k: object) -> None:
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ConfigurationError(f"k must be a positive int or None, got {k!r}")
+def _check(owner: str, model: object, x: object) -> None:
+    check_model(owner, model)
+    check_batch(owner, x)
 
 
 class NTKOperator(LinearOperator):
@@ -70,7 +64,7 @@ class NTKOperator(LinearOperator):
         output_fn: OutputFn | None = None,
         eval_mode: bool = True,
     ) -> None:
-        _check(model, x)
+        _check("NTKOperator", model, x)
         self._dual = DualFisherOperator(
             model, x, "gaussian", output_fn=output_fn, eval_mode=eval_mode
         )
@@ -106,7 +100,7 @@ def ntk_matrix(
     Returns:
         (N*C, N*C) symmetric PSD matrix in the parameters' dtype, rows sample-major.
     """
-    _check(model, x)
+    _check("ntk_matrix", model, x)
     with measuring(model, eval_mode):
         gram = fisher_gram(model, x, "gaussian", output_fn=output_fn, chunk_size=chunk_size)
     theta = gram * x.shape[0]
@@ -116,12 +110,13 @@ def ntk_matrix(
 def kernel_eigenvalues(theta: Tensor, k: int | None = None) -> Tensor:
     """Eigenvalues of a symmetric PSD kernel matrix (e.g. :func:`ntk_matrix`), descending,
     clamped at 0; the top ``k`` if given (``k`` at most the matrix size)."""
+    owner = "kernel_eigenvalues"
     if not isinstance(theta, Tensor) or theta.dim() != 2 or theta.shape[0] != theta.shape[1]:
-        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
-        raise ShapeError(f"theta must be a square matrix, got {shape}")
-    _check_k(k)
+        got = theta.shape if isinstance(theta, Tensor) else type(theta)
+        fail(owner, "theta", "a square matrix", got, ShapeError)
+    check_int(owner, "k", k, minimum=1, optional=True)
     if k is not None and k > theta.shape[0]:
-        raise ConfigurationError(f"k={k} exceeds the kernel size N*C={theta.shape[0]}")
+        fail(owner, "k", f"at most the kernel size N*C={theta.shape[0]}", k)
     values = torch.linalg.eigvalsh(linalg_ready(theta)).flip(0).clamp_min(0)
     return values if k is None else values[:k]
 
@@ -157,20 +152,21 @@ def ntk_eigenvalues(
     Returns:
         1-d tensor, >= 0: N*C values (exact), or ``k``. Past the rank min(N*C, P) they are 0.
     """
-    generator = renamed_argument("ntk_eigenvalues", "seed", "generator", seed, generator)
-    _check(model, x)
-    check_choice(method, "method", EIGEN_METHODS)
-    _check_k(k)
+    owner = "ntk_eigenvalues"
+    generator = renamed_argument(owner, "seed", "generator", seed, generator)
+    _check(owner, model, x)
+    check_choice(owner, "method", method, EIGEN_METHODS)
+    if method == "lanczos" and k is None:
+        fail(owner, "k", "the number of top eigenvalues (an integer >= 1) for method='lanczos'", k)
+    check_int(owner, "k", k, minimum=1, optional=True)
     if method == "exact":
         return kernel_eigenvalues(
             ntk_matrix(model, x, output_fn=output_fn, chunk_size=chunk_size, eval_mode=eval_mode), k
         )
-    if k is None:
-        raise ConfigurationError("method='lanczos' needs k (the number of top eigenvalues), got None")
     with torch.no_grad(), measuring(model, eval_mode):
         size = as_batch_output(model(x), x.shape[0], output_fn, "model").numel()
     if k > size:
-        raise ConfigurationError(f"k={k} exceeds the kernel size N*C={size}")
+        fail(owner, "k", f"at most the kernel size N*C={size}", k)
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # Theta = N * (dual of the Gaussian Fisher): the same non-zero eigenvalues, times N
     top = fisher_eigenvalues(
@@ -197,9 +193,10 @@ def ntk_trace(
     diagonal only (structured per layer, no N*C x N*C matrix), ``hutchinson`` an unbiased
     estimate from ``num_probes`` Rademacher probes drawn from ``generator`` (``None``: a private
     generator seeded with 0; ``seed``: its deprecated spelling, an int)."""
-    generator = renamed_argument("ntk_trace", "seed", "generator", seed, generator)
-    _check(model, x)
-    check_choice(method, "method", TRACE_METHODS)
+    owner = "ntk_trace"
+    generator = renamed_argument(owner, "seed", "generator", seed, generator)
+    _check(owner, model, x)
+    check_choice(owner, "method", method, TRACE_METHODS)
     tr = fisher_trace(
         model, x, "gaussian", method, num_probes=num_probes, chunk_size=chunk_size,
         generator=generator,  # an int here is the deprecated seed, resolved as fisher's
@@ -213,8 +210,8 @@ def kernel_distance(theta: Tensor, reference: Tensor) -> Tensor:
     device); both matrices of the same shape."""
     for name, t in (("theta", theta), ("reference", reference)):
         if not isinstance(t, Tensor) or t.dim() != 2:
-            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-            raise ShapeError(f"{name} must be a 2-d kernel matrix, got {shape}")
+            got = t.shape if isinstance(t, Tensor) else type(t)
+            fail("kernel_distance", name, "a 2-d kernel matrix", got, ShapeError)
     if theta.shape != reference.shape:
         raise ShapeError(
             f"reference has shape {tuple(reference.shape)} but the kernel is "
@@ -239,6 +236,7 @@ def ntk_drift(
     """Relative drift ||Theta_t - Theta_0||_F / ||Theta_0||_F of the model's NTK on ``x``
     against ``reference`` = Theta_0, a :func:`ntk_matrix` of the same batch stored earlier
     (e.g. at init). A float64 0-d tensor; 0 when the kernel has not moved."""
+    _check("ntk_drift", model, x)
     theta = ntk_matrix(model, x, output_fn=output_fn, chunk_size=chunk_size, eval_mode=eval_mode)
     return kernel_distance(theta, reference)
 

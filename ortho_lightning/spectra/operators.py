@@ -71,7 +71,7 @@ class FisherOperator(LinearOperator):
         output_fn: OutputFn | None = None,
         eval_mode: bool = True,
     ) -> None:
-        self.likelihood = get_likelihood(likelihood)
+        self.likelihood = get_likelihood(likelihood, "FisherOperator")
         params = variables(model)
         self.names = list(params)
         self.shapes = [p.shape for p in params.values()]
@@ -125,7 +125,7 @@ class DualFisherOperator(LinearOperator):
         eval_mode: bool = True,
         structured: bool = True,
     ) -> None:
-        lik = get_likelihood(likelihood)
+        lik = get_likelihood(likelihood, "DualFisherOperator")
         with measuring(model, eval_mode):
             fac = structured_factors(
                 model, x, likelihood, output_fn=output_fn, structured=structured

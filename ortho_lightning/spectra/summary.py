@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.exceptions import ShapeError
+from ortho_lightning.validation import check_choice
 
 KINDS = ("singular", "fisher", "kernel")
 
@@ -29,8 +30,7 @@ def summarize(
     ``kind="kernel"`` (eigenvalues of a PSD kernel such as the NTK, all of them): the ``fisher``
     keys plus ``min`` and ``condition`` (max / min; inf when min is 0).
     """
-    if kind not in KINDS:
-        raise ConfigurationError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    check_choice("summarize", "kind", kind, KINDS)
     if not isinstance(values, Tensor) or values.numel() == 0:
         raise ShapeError("values must be a non-empty tensor")
     v = values.detach().reshape(-1).to(torch.float64)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.matrices import matrix_blocks
 from ortho_lightning.spectra._common import linalg_ready, singular_values
+from ortho_lightning.validation import check_choice, fail
 
 
 def conv_operator_singular_values(kernel: Tensor, input_shape: Sequence[int]) -> Tensor:
@@ -86,9 +87,8 @@ def weight_singular_values(
             return conv_operator_singular_values(w, conv_input_shape)
         return singular_values(w.flatten(1))
     if not isinstance(weight_or_module, nn.Module):
-        raise ConfigurationError(
-            f"expected a Tensor or an nn.Module, got {type(weight_or_module).__name__}"
-        )
+        fail("weight_singular_values", "weight_or_module", "a Tensor or an nn.Module",
+             type(weight_or_module))
     if conv_input_shape is not None and not isinstance(weight_or_module, nn.modules.conv._ConvNd):
         raise ConfigurationError(
             f"conv_input_shape applies to ConvNd modules, got {type(weight_or_module).__name__}"
@@ -104,5 +104,5 @@ def weight_singular_values(
             )
         return next(iter(spectra.values()))
     if block not in spectra:
-        raise ConfigurationError(f"block must be one of {list(spectra)}, got {block!r}")
+        check_choice("weight_singular_values", "block", block, list(spectra))
     return spectra[block]

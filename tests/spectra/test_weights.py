@@ -112,7 +112,8 @@ ERRORS = [
         "block must be one of",
     ),
     (lambda: weight_singular_values(nn.Tanh()), ShapeError, "has no weight matrix"),
-    (lambda: weight_singular_values("W"), ConfigurationError, "expected a Tensor or an nn.Module"),
+    (lambda: weight_singular_values("W"), ConfigurationError,
+     "^weight_singular_values: weight_or_module must be a Tensor or an nn.Module, got <class 'str'>$"),
 ]
 
 
