@@ -54,8 +54,9 @@ def log_measurement(
     its ``prefix`` applies), so a measurement is one W&B step however many spectra it has;
     TensorBoard gets the scalars, ``add_histogram`` and ``add_figure`` at ``step``; any other
     logger (CSV, ...) its scalars through ``log_metrics``. Each matplotlib figure is saved as
-    ``<run_dir>/figures/<key with / as _>.png`` (overwritten, so it shows the latest state)
-    and closed. Rank zero only (a no-op elsewhere).
+    ``<run_dir>/figures/<key with / as _>.png`` (overwritten, so it shows the latest state;
+    one render, at the figure's own layout) and closed; TensorBoard's ``add_figure`` renders it
+    once more. Rank zero only (a no-op elsewhere).
 
     Args:
         scalars: ``{key: number}``.
@@ -98,7 +99,8 @@ def _save_png(trainer: Trainer, key: str, figure: Any) -> str:
     folder = os.path.join(run_dir(trainer), "figures")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, key.replace("/", "_") + ".png")
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    # as laid out by its maker: bbox_inches="tight" would render it twice (once to measure)
+    figure.savefig(path, dpi=110)
     return path
 
 

@@ -51,6 +51,7 @@ from ortho_lightning.theory import (
     jacobian_spectrum_density,
     wasserstein1,
 )
+from ortho_lightning.validation import check_bool, check_callable, check_choice, check_int, fail
 
 LIKELIHOODS = ("categorical", "gaussian")
 FISHER_METHODS = ("exact", "lanczos", "slq")
@@ -88,11 +89,6 @@ def _measured_function(pl_module: LightningModule, use_model_output_fn: bool) ->
     return pl_module if fn is None else _Through(pl_module, fn)
 
 
-def _check_callable(owner: str, name: str, value: Any) -> None:
-    if value is not None and not callable(value):
-        raise ConfigurationError(f"{owner}({name}): expected a callable or None, got {value!r}")
-
-
 THEORY_REQUIRED = ("activation", "sigma_w", "sigma_b", "depth")
 FISHER_THEORY_REQUIRED = (*THEORY_REQUIRED, "width", "n_outputs")
 THEORY_WEIGHTS = ("orthogonal", "gaussian")
@@ -104,10 +100,7 @@ def _check_theory(owner: str, value: Any, fn: Callable, required: tuple[str, ...
     if isinstance(value, bool):
         return value
     if not isinstance(value, Mapping):
-        raise ConfigurationError(
-            f"{owner}(theory): expected True, False or a dict of {fn.__name__} "
-            f"arguments {required}, got {value!r}"
-        )
+        fail(owner, "theory", f"True, False or a dict of {fn.__name__} arguments {required}", value)
     accepted = set(inspect.signature(fn).parameters)
     missing = [k for k in required if k not in value]
     unknown = sorted(set(value) - accepted)
@@ -212,7 +205,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             log_spaced=log_spaced,
         )
         name = type(self).__name__
-        _check_callable(name, "output_fn", output_fn)
+        self.output_fn = check_callable(name, "output_fn", output_fn, optional=True)
         if (start is None) != (end is None) or not all(
             v is None or (isinstance(v, str) and v) for v in (start, end)
         ):
@@ -223,12 +216,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
         self.start, self.end = start, end
         self.theory = _check_theory(name, theory, jacobian_spectrum_density, THEORY_REQUIRED)
         self.prediction: SpectralDensity | None = None
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ConfigurationError(f"{name}(chunk_size): expected None or an int >= 1, got {chunk_size!r}")
-        self.output_fn = output_fn
-        self.chunk_size = chunk_size
+        self.chunk_size = check_int(name, "chunk_size", chunk_size, 1, optional=True)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -344,10 +332,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
         self.prediction: FisherMoments | None = None
         if theory is not None:
             if isinstance(theory, bool):
-                raise ConfigurationError(
-                    f"{name}(theory): expected None or a dict of fisher_moments arguments "
-                    f"{FISHER_THEORY_REQUIRED}, got {theory!r}"
-                )
+                fail(name, "theory", f"None or a dict of fisher_moments arguments {FISHER_THEORY_REQUIRED}", theory)
             args = _check_theory(name, theory, fisher_moments, FISHER_THEORY_REQUIRED)
             if likelihood != "gaussian" or probe_size != 1:
                 raise ConfigurationError(
@@ -356,16 +341,12 @@ class FisherSpectrumMonitor(SpectrumMonitor):
                     f"probe_size=1, got likelihood={likelihood!r}, probe_size={probe_size!r}"
                 )
             self.prediction = fisher_moments(**args)
-        if likelihood not in LIKELIHOODS:
-            raise ConfigurationError(f"{name}(likelihood): expected one of {LIKELIHOODS}, got {likelihood!r}")
-        if method not in FISHER_METHODS:
-            raise ConfigurationError(f"{name}(method): expected one of {FISHER_METHODS}, got {method!r}")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ConfigurationError(f"{name}(k): expected None or an int >= 1, got {k!r}")
-        if not isinstance(jacobian_ratio, bool):
-            raise ConfigurationError(f"{name}(jacobian_ratio): expected True or False, got {jacobian_ratio!r}")
+        check_choice(name, "likelihood", likelihood, LIKELIHOODS)
+        check_choice(name, "method", method, FISHER_METHODS)
+        k = check_int(name, "k", k, 1, optional=True)
+        check_bool(name, "jacobian_ratio", jacobian_ratio)
         if fisher_kwargs is not None and not isinstance(fisher_kwargs, dict):
-            raise ConfigurationError(f"{name}(fisher_kwargs): expected a dict or None, got {fisher_kwargs!r}")
+            fail(name, "fisher_kwargs", "a dict or None", fisher_kwargs)
         own = {"likelihood", "method", "k", "eval_mode"}
         clash = sorted(set(fisher_kwargs or {}) & own)
         if clash:

@@ -22,7 +22,7 @@ from typing_extensions import override
 
 from ortho_lightning import spectra
 from ortho_lightning.callbacks._monitor_base import Spectrum, SpectrumMonitor
-from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.validation import check_callable, check_int
 
 
 class NTKSpectrumMonitor(SpectrumMonitor):
@@ -77,14 +77,8 @@ class NTKSpectrumMonitor(SpectrumMonitor):
             log_spaced=log_spaced,
         )
         name = type(self).__name__
-        if output_fn is not None and not callable(output_fn):
-            raise ConfigurationError(f"{name}(output_fn): expected a callable or None, got {output_fn!r}")
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ConfigurationError(f"{name}(chunk_size): expected None or an int >= 1, got {chunk_size!r}")
-        self.output_fn = output_fn
-        self.chunk_size = chunk_size
+        self.output_fn = check_callable(name, "output_fn", output_fn, optional=True)
+        self.chunk_size = check_int(name, "chunk_size", chunk_size, 1, optional=True)
         self.reference: Tensor | None = None
 
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:

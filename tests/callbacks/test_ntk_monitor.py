@@ -112,9 +112,9 @@ def test_without_the_fit_start_measurement_no_drift_is_logged(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"output_fn": 3}, "output_fn): expected a callable or None, got 3"),
-        ({"chunk_size": 0}, "chunk_size): expected None or an int >= 1, got 0"),
-        ({"probe_size": 0}, "probe_size): expected an int >= 1, got 0"),
+        ({"output_fn": 3}, "NTKSpectrumMonitor: output_fn must be callable or None, got 3"),
+        ({"chunk_size": 0}, "NTKSpectrumMonitor: chunk_size must be an integer >= 1 or None, got 0"),
+        ({"probe_size": 0}, "NTKSpectrumMonitor: probe_size must be an integer >= 1, got 0"),
         ({"every_n_epochs": None, "on_fit_start": False}, "would never measure"),
     ],
     ids=["output_fn", "chunk_size", "probe_size", "never"],
