@@ -36,9 +36,8 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from ortho_lightning.callbacks._logging import log_settings
+from ortho_lightning.constraints.config import ConstraintConfig
 from ortho_lightning.constraints.orthogonalize import (
-    INITS,
-    TRIVIALIZATIONS,
     check_finite,
     is_orthogonalized,
     orthogonalize,
@@ -49,20 +48,9 @@ from ortho_lightning.constraints.orthogonalize import (
 )
 from ortho_lightning.constraints.penalties import block_defects
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
-from ortho_lightning.matrices import check_recurrent
+from ortho_lightning.matrices import RECURRENT_CHOICES
 from ortho_lightning.selection import ModuleSelector
-
-
-def check_positive(name: str, value: Any, optional: bool = False, integer: bool = False) -> None:
-    """Raise :class:`ConfigurationError` unless ``value`` is a positive finite number (an int when
-    ``integer``; ``None`` allowed when ``optional``)."""
-    if optional and value is None:
-        return
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok or not (0 < value < float("inf")):
-        kind = "int" if integer else "number"
-        extra = " or None" if optional else ""
-        raise ConfigurationError(f"{name}: expected a positive {kind}{extra}, got {value!r}")
+from ortho_lightning.validation import check_bool, check_choice, check_int
 
 
 class CachedParametrizations:
@@ -105,6 +93,8 @@ class OrthogonalConstraint(Callback):
             128-unit RNN over 28 rows a step costs about 1.3x / 1.17x an unconstrained one
             (``benchmarks/bench_constraints.py``).
         relax: ``None`` (exact) or ``lam`` in (0, 1): geotorch's almost-orthogonal matrices.
+        manifold: a :data:`~ortho_lightning.constraints.MANIFOLDS` name; ``None`` follows
+            ``relax`` (``"stiefel"``, or ``"almost_orthogonal"`` with it).
         init: ``"current"`` (project the current weights) or ``"haar"`` (fresh Haar sample).
         recurrent: for RNN/LSTM/GRU, ``"hh"`` constrains the hidden-to-hidden matrices only,
             ``"all"`` also the input matrices. Each gate block on its own.
@@ -113,6 +103,10 @@ class OrthogonalConstraint(Callback):
         remove_at_fit_end: leave plain parameters holding the constrained values after ``fit``.
         cache: compute each constrained weight once per training batch (``parametrize.cached``).
         log_every_n_steps: per-block defect logging cadence (``None``: off).
+
+    ``gain``, ``triv``, ``relax``, ``manifold`` and ``init`` are keyword-only and checked into one
+    :class:`~ortho_lightning.constraints.ConstraintConfig` (:attr:`config`), the object
+    :func:`~ortho_lightning.constraints.orthogonalize` takes.
     """
 
     def __init__(
@@ -120,9 +114,11 @@ class OrthogonalConstraint(Callback):
         targets: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         types: Sequence[type[nn.Module]] | None = None,
+        *,
         gain: float = 1.0,
         triv: str | Callable = "expm",
         relax: float | None = None,
+        manifold: str | None = None,
         init: str = "current",
         recurrent: str = "hh",
         update_base_every_n_steps: int | None = None,
@@ -130,26 +126,17 @@ class OrthogonalConstraint(Callback):
         cache: bool = True,
         log_every_n_steps: int | None = 50,
     ) -> None:
-        check_positive("gain", gain)
-        if not callable(triv) and triv not in TRIVIALIZATIONS:
-            raise ConfigurationError(
-                f"triv: expected one of {tuple(TRIVIALIZATIONS)} or a callable, got {triv!r}"
-            )
-        if relax is not None and not (isinstance(relax, int | float) and 0 < relax < 1):
-            raise ConfigurationError(f"relax: expected None or a number in (0, 1), got {relax!r}")
-        if init not in INITS:
-            raise ConfigurationError(f"init: expected one of {INITS}, got {init!r}")
-        check_recurrent(recurrent)
-        check_positive("update_base_every_n_steps", update_base_every_n_steps, True, True)
-        check_positive("log_every_n_steps", log_every_n_steps, True, True)
-        for flag, value in (("remove_at_fit_end", remove_at_fit_end), ("cache", cache)):
-            if not isinstance(value, bool):
-                raise ConfigurationError(f"{flag}: expected True or False, got {value!r}")
+        owner = type(self).__name__
+        #: the checked constraint options, passed to every ``orthogonalize`` call
+        self.config = ConstraintConfig(
+            gain=gain, triv=triv, relax=relax, manifold=manifold, init=init, owner=owner
+        )
+        check_choice(owner, "recurrent", recurrent, RECURRENT_CHOICES)
+        check_int(owner, "update_base_every_n_steps", update_base_every_n_steps, 1, optional=True)
+        check_int(owner, "log_every_n_steps", log_every_n_steps, 1, optional=True)
+        check_bool(owner, "remove_at_fit_end", remove_at_fit_end)
+        check_bool(owner, "cache", cache)
         self.selector = ModuleSelector.build(targets, exclude, types)
-        self.gain = float(gain)
-        self.triv = triv
-        self.relax = relax
-        self.init = init
         self.recurrent = recurrent
         self.update_base_every_n_steps = update_base_every_n_steps
         self.remove_at_fit_end = remove_at_fit_end
@@ -160,6 +147,13 @@ class OrthogonalConstraint(Callback):
         self._cached = CachedParametrizations()
         self._last_step = -1
         self._finite_grads: list[torch.Tensor | None] = []
+
+    # the checked options, read back from the config (log_settings records them by these names)
+    gain = property(lambda self: self.config.gain)
+    triv = property(lambda self: self.config.triv)
+    relax = property(lambda self: self.config.relax)
+    manifold = property(lambda self: self.config.manifold)
+    init = property(lambda self: self.config.init)
 
     @property
     @override
@@ -201,10 +195,8 @@ class OrthogonalConstraint(Callback):
                 )
         for name, module, tensor in entries:
             if not is_orthogonalized(module, tensor):  # a second fit on the same model keeps them
-                orthogonalize(
-                    module, tensor, self.gain, self.triv, self.relax, self.init,
-                    name=f"{name}.{tensor}" if name else tensor,
-                )
+                orthogonalize(module, tensor, config=self.config,
+                              name=f"{name}.{tensor}" if name else tensor)
         self._entries = entries
 
     @override

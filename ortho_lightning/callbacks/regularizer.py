@@ -49,16 +49,17 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from ortho_lightning.callbacks._logging import log_settings
-from ortho_lightning.callbacks.constraint import check_positive, log_defects
+from ortho_lightning.callbacks.constraint import log_defects
 from ortho_lightning.constraints.orthogonalize import (
     is_orthogonalized,
     selected_tensors,
 )
 from ortho_lightning.constraints.penalties import check_penalty_kind, total_penalty
-from ortho_lightning.constraints.projection import check_projection_method, project_orthogonal_
+from ortho_lightning.constraints.projection import PROJECTIONS, project_orthogonal_
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
-from ortho_lightning.matrices import check_recurrent, matrix_blocks
+from ortho_lightning.matrices import RECURRENT_CHOICES, matrix_blocks
 from ortho_lightning.selection import ModuleSelector
+from ortho_lightning.validation import check_choice, check_int, check_number
 
 
 class OrthogonalRegularizer(Callback):
@@ -92,21 +93,21 @@ class OrthogonalRegularizer(Callback):
         project_method: str = "polar",
         log_every_n_steps: int | None = 50,
     ) -> None:
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not (0 <= weight < float("inf")):
-            raise ConfigurationError(f"weight: expected a finite number >= 0, got {weight!r}")
-        check_positive("gain", gain)
-        check_penalty_kind(kind, reduction)
-        check_recurrent(recurrent)
-        check_positive("project_every_n_steps", project_every_n_steps, True, True)
-        check_projection_method(project_method)
-        check_positive("log_every_n_steps", log_every_n_steps, True, True)
+        owner = type(self).__name__
+        weight = check_number(owner, "weight", weight, minimum=0)
+        gain = check_number(owner, "gain", gain, positive=True)
+        check_penalty_kind(kind, reduction, owner)
+        check_choice(owner, "recurrent", recurrent, RECURRENT_CHOICES)
+        check_int(owner, "project_every_n_steps", project_every_n_steps, 1, optional=True)
+        check_choice(owner, "project_method", project_method, sorted(PROJECTIONS))
+        check_int(owner, "log_every_n_steps", log_every_n_steps, 1, optional=True)
         if weight == 0 and project_every_n_steps is None:
             raise ConfigurationError(
-                "weight=0 without project_every_n_steps does nothing; give weight > 0 or a "
-                "projection cadence"
+                f"{owner}: weight=0 without project_every_n_steps does nothing; give weight > 0 "
+                "or a projection cadence"
             )
-        self.weight = float(weight)
-        self.gain = float(gain)
+        self.weight = weight
+        self.gain = gain
         self.kind = kind
         self.reduction = reduction
         self.selector = ModuleSelector.build(targets, exclude, types)

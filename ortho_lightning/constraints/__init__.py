@@ -1,6 +1,7 @@
 """Keeping weights orthogonal: hard constraints (geotorch parametrizations with a gain, per
 gate block, flattened conv view), soft penalties and projections. Pure torch + geotorch."""
 
+from ortho_lightning.constraints.config import ConstraintConfig
 from ortho_lightning.constraints.orthogonalize import (
     matrix_tensor_names,
     orthogonalize,
@@ -31,6 +32,7 @@ __all__ = [
     "PENALTIES",
     "PROJECTIONS",
     "TRIVIALIZATIONS",
+    "ConstraintConfig",
     "Manifold",
     "OrthogonalMatrix",
     "block_defects",

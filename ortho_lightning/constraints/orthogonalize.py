@@ -46,16 +46,18 @@ batch. Outside Lightning::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import fields
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ortho_lightning.constraints.config import INITS, ConstraintConfig
 from ortho_lightning.constraints.parametrization import (
     MANIFOLDS,
     TRIVIALIZATIONS,
     OrthogonalMatrix,
+    Trivialization,
     assign_,
     check_finite,
     is_orthogonalized,
@@ -71,9 +73,11 @@ from ortho_lightning.matrices import (
     recurrent_weight_names,
 )
 from ortho_lightning.selection import ModuleSelector
+from ortho_lightning.validation import fail
 
 __all__ = [
     "INITS",
+    "ConstraintConfig",
     "MANIFOLDS",
     "TRIVIALIZATIONS",
     "OrthogonalMatrix",
@@ -89,7 +93,6 @@ __all__ = [
     "selected_tensors",
 ]
 
-INITS = ("current", "haar")
 #: the old private names, kept for pickles and imports that used them
 _PlainWeightLoader = PlainWeightLoader
 _parametrization = orthogonal_parametrization
@@ -104,9 +107,10 @@ def _describe(module: nn.Module, tensor_name: str) -> str:
     return f"{type(module).__name__}.{tensor_name}"
 
 
-def _check(module: nn.Module, tensor_name: str, gain: float, triv, relax, init) -> Tensor:
+def _check(module: nn.Module, tensor_name: str) -> Tensor:
+    """The tensor ``orthogonalize`` would constrain; errors name ``<ModuleClass>.<tensor_name>``."""
     if not isinstance(module, nn.Module):
-        raise ConfigurationError(f"orthogonalize: expected an nn.Module, got {type(module).__name__}")
+        fail("orthogonalize", "module", "an nn.Module", module)
     if parametrize.is_parametrized(module, tensor_name):
         raise ConfigurationError(
             f"{_describe(module, tensor_name)} is already parametrized "
@@ -127,42 +131,43 @@ def _check(module: nn.Module, tensor_name: str, gain: float, triv, relax, init) 
         )
     if not tensor.is_floating_point():
         raise ShapeError(f"{_describe(module, tensor_name)} has dtype {tensor.dtype}, not floating")
-    if not (float(gain) > 0 and float(gain) < float("inf")):
-        raise ConfigurationError(f"gain: expected a positive finite number, got {gain!r}")
-    if not callable(triv) and triv not in TRIVIALIZATIONS:
-        raise ConfigurationError(
-            f"triv: expected one of {tuple(TRIVIALIZATIONS)} or a callable, got {triv!r}"
-        )
-    if relax is not None and not (0 < float(relax) < 1):
-        raise ConfigurationError(f"relax: expected None or a number in (0, 1), got {relax!r}")
-    if init not in INITS:
-        raise ConfigurationError(f"init: expected one of {INITS}, got {init!r}")
     return tensor
+
+
+#: the keyword options of :func:`orthogonalize` and their defaults (those of ConstraintConfig)
+_OPTIONS = {f.name: f.default for f in fields(ConstraintConfig)}
 
 
 def orthogonalize(
     module: nn.Module,
     tensor_name: str = "weight",
-    gain: float = 1.0,
-    triv: str | Callable = "expm",
-    relax: float | None = None,
-    init: str = "current",
     *,
+    gain: float = 1.0,
+    triv: str | Trivialization = "expm",
+    relax: float | None = None,
+    manifold: str | None = None,
+    init: str = "current",
+    config: ConstraintConfig | None = None,
     name: str | None = None,
 ) -> nn.Module:
     """Constrain ``module.<tensor_name>`` to ``gain`` times an orthogonal (Stiefel) matrix, block
-    by block (see the module docstring for the matrix view).
+    by block (see the module docstring for the matrix view). Options are keyword-only, as in
+    ``torch.nn.utils.parametrizations.orthogonal``.
 
     Args:
         module: the module holding the tensor (``nn.Linear``, ``nn.ConvNd``, ``nn.RNN`` ...).
         tensor_name: e.g. ``"weight"`` or ``"weight_hh_l0"``.
         gain: the module sees ``gain * Q``.
-        triv: geotorch trivialization, ``"expm"`` or ``"cayley"`` (or a callable mapping skew
-            matrices to orthogonal ones).
+        triv: a :data:`~ortho_lightning.constraints.TRIVIALIZATIONS` name, ``"expm"`` or
+            ``"cayley"`` (or a callable mapping skew matrices to orthogonal ones).
         relax: ``None`` for exact orthogonality, or ``lam`` in (0, 1) for geotorch's almost
             orthogonal matrices: singular values in ``gain * [1 - lam, 1 + lam]``.
+        manifold: a :data:`~ortho_lightning.constraints.MANIFOLDS` name; ``None``: ``"stiefel"``,
+            or ``"almost_orthogonal"`` with ``relax``.
         init: ``"current"`` starts at the projection of the current weight; ``"haar"`` at a
             Haar-random sample (geotorch's ``sample()``, drawn from the global RNG).
+        config: the options above as one checked :class:`ConstraintConfig` (then leave them at
+            their defaults).
         name: how errors name the tensor, e.g. ``"rnn.weight_hh_l0"`` (default
             ``"<ModuleClass>.<tensor_name>"``).
 
@@ -171,20 +176,31 @@ def orthogonalize(
 
     Raises:
         ShapeError: the tensor does not exist, is not >= 2-d, or not floating point.
-        ConfigurationError: it is already parametrized, or an argument is out of range.
+        ConfigurationError: it is already parametrized, an option is out of range, or options
+            were given both in ``config`` and as keywords.
 
     A forward whose unconstrained tensor is not finite raises :class:`NonFiniteError` naming
     the tensor (``expm`` would fail inside ``eigh`` without saying why).
     """
-    tensor = _check(module, tensor_name, gain, triv, relax, init)
+    options = {"gain": gain, "triv": triv, "relax": relax, "manifold": manifold, "init": init}
+    if config is None:
+        config = ConstraintConfig(**options, owner="orthogonalize")
+    elif not isinstance(config, ConstraintConfig):
+        fail("orthogonalize", "config", "a ConstraintConfig or None", config)
+    else:
+        given = sorted(k for k, v in options.items() if v is not _OPTIONS[k] and v != _OPTIONS[k])
+        if given:
+            fail("orthogonalize", "config", f"the only source of the options (also got {given})",
+                 config)
+    tensor = _check(module, tensor_name)
     param = OrthogonalMatrix(
-        tensor.shape, _n_blocks(module, tensor_name), gain, triv, relax,
-        name or _describe(module, tensor_name),
+        tensor.shape, _n_blocks(module, tensor_name), config.gain, config.triv, config.relax,
+        name or _describe(module, tensor_name), manifold=config.manifold,
     )
     param.to(device=tensor.device, dtype=torch.promote_types(tensor.dtype, torch.float32))
     parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
-    if init == "haar":
-        assign_(module, tensor_name, gain * param.manifold.sample().reshape(tensor.shape))
+    if config.init == "haar":
+        assign_(module, tensor_name, config.gain * param.manifold.sample().reshape(tensor.shape))
     param._load_hook = module.register_load_state_dict_pre_hook(PlainWeightLoader(tensor_name))
     return module
 

@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.matrices import matrix_blocks
+from ortho_lightning.validation import check_choice, check_number, fail
 
 __all__ = [
     "PENALTIES",
@@ -51,18 +52,11 @@ def _matrix(W: Tensor, what: str) -> Tensor:
     return W.flatten(1)
 
 
-def _check_gain(gain: float, what: str) -> float:
-    gain = float(gain)
-    if not (gain > 0 and gain < float("inf")):
-        raise ConfigurationError(f"{what}: gain must be a positive finite number, got {gain}")
-    return gain
-
-
 def gram(W: Tensor, gain: float = 1.0) -> Tensor:
     """``W^T W / gain^2`` on the smaller side of ``W.flatten(1)``: an ``(n, n)`` tensor,
     ``n = min(rows, cols)``."""
     M = _matrix(W, "gram")
-    gain = _check_gain(gain, "gram")
+    gain = check_number("gram", "gain", gain, positive=True)
     G = M.mT @ M if M.shape[0] >= M.shape[1] else M @ M.mT
     return G / gain**2
 
@@ -107,14 +101,14 @@ PENALTIES: dict[str, Callable[[Tensor, float, str, int], Tensor]] = {
 }
 
 
-def check_penalty_kind(kind: str | Callable, reduction: str) -> None:
-    """Raise :class:`ConfigurationError` unless ``kind`` and ``reduction`` are accepted."""
-    if not callable(kind) and kind not in PENALTIES:
-        raise ConfigurationError(
-            f"kind: expected one of {sorted(PENALTIES)} or a callable f(W, gain), got {kind!r}"
-        )
-    if reduction not in REDUCTIONS:
-        raise ConfigurationError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+def check_penalty_kind(
+    kind: str | Callable, reduction: str, owner: str = "orthogonality_penalty"
+) -> None:
+    """Raise :class:`ConfigurationError` naming ``owner`` unless ``kind`` (a :data:`PENALTIES`
+    name or a callable) and ``reduction`` are accepted."""
+    if not callable(kind) and not (isinstance(kind, str) and kind in PENALTIES):
+        fail(owner, "kind", f"one of {sorted(PENALTIES)} or a callable f(tensor, gain)", kind)
+    check_choice(owner, "reduction", reduction, REDUCTIONS)
 
 
 def orthogonality_penalty(
@@ -141,7 +135,8 @@ def orthogonality_penalty(
     check_penalty_kind(kind, reduction)
     if callable(kind):
         return kind(W, gain)
-    return PENALTIES[kind](W, _check_gain(gain, "orthogonality_penalty"), reduction, int(n_iter))
+    gain = check_number("orthogonality_penalty", "gain", gain, positive=True)
+    return PENALTIES[kind](W, gain, reduction, int(n_iter))
 
 
 def orthogonality_defect(W: Tensor, gain: float = 1.0) -> Tensor:

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ortho_lightning.exceptions import ConfigurationError, ShapeError
+from ortho_lightning.exceptions import ShapeError
+from ortho_lightning.validation import check_choice, check_number
 
 __all__ = ["PROJECTIONS", "polar_factor", "bjorck_factor", "project_orthogonal_"]
 
@@ -56,13 +57,6 @@ def bjorck_factor(M: Tensor, n_iter: int = 50, tol: float | None = None) -> Tens
 PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"polar": polar_factor, "bjorck": bjorck_factor}
 
 
-def check_projection_method(method: str) -> None:
-    if method not in PROJECTIONS:
-        raise ConfigurationError(
-            f"method: expected one of {sorted(PROJECTIONS)}, got {method!r}"
-        )
-
-
 @torch.no_grad()
 def project_orthogonal_(W: Tensor, gain: float = 1.0, method: str = "polar") -> Tensor:
     """Replace ``W`` (viewed as ``W.flatten(1)``) in place by ``gain`` times its orthogonal polar
@@ -79,10 +73,8 @@ def project_orthogonal_(W: Tensor, gain: float = 1.0, method: str = "polar") -> 
     if not isinstance(W, Tensor) or W.dim() < 2:
         shape = tuple(W.shape) if isinstance(W, Tensor) else type(W).__name__
         raise ShapeError(f"project_orthogonal_: expected a >= 2-d tensor, got {shape}")
-    check_projection_method(method)
-    gain = float(gain)
-    if not (0 < gain < float("inf")):
-        raise ConfigurationError(f"project_orthogonal_: gain must be positive and finite, got {gain}")
+    check_choice("project_orthogonal_", "method", method, sorted(PROJECTIONS))
+    gain = check_number("project_orthogonal_", "gain", gain, positive=True)
     M = W.flatten(1)
     work = M.to(torch.promote_types(M.dtype, torch.float32))
     W.copy_((gain * PROJECTIONS[method](work)).to(W.dtype).view_as(W))

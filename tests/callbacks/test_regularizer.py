@@ -134,14 +134,14 @@ def test_pickle_round_trip():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"weight": -1.0}, "weight: expected a finite number >= 0, got -1.0"),
-        ({"weight": 0.0}, "weight=0 without project_every_n_steps does nothing"),
-        ({"weight": 1.0, "gain": -2}, "gain: expected a positive number, got -2"),
-        ({"weight": 1.0, "kind": "l1"}, r"kind: expected one of \['all_ones', 'frobenius', 'srip'\] or a callable"),
-        ({"weight": 1.0, "reduction": "max"}, r"reduction: expected one of \('mean', 'sum'\), got 'max'"),
-        ({"weight": 1.0, "recurrent": "x"}, r"recurrent: expected one of \('hh', 'all'\), got 'x'"),
-        ({"weight": 1.0, "project_every_n_steps": 0}, "project_every_n_steps: expected a positive int or None, got 0"),
-        ({"weight": 1.0, "project_method": "qr"}, r"method: expected one of \['bjorck', 'polar'\], got 'qr'"),
+        ({"weight": -1.0}, "^OrthogonalRegularizer: weight must be a finite number >= 0, got -1.0$"),
+        ({"weight": 0.0}, "^OrthogonalRegularizer: weight=0 without project_every_n_steps does nothing"),
+        ({"weight": 1.0, "gain": -2}, "^OrthogonalRegularizer: gain must be a finite number > 0, got -2$"),
+        ({"weight": 1.0, "kind": "l1"}, r"^OrthogonalRegularizer: kind must be one of \['all_ones', 'frobenius', 'srip'\] or a callable"),
+        ({"weight": 1.0, "reduction": "max"}, r"^OrthogonalRegularizer: reduction must be one of \['mean', 'sum'\], got 'max'$"),
+        ({"weight": 1.0, "recurrent": "x"}, r"^OrthogonalRegularizer: recurrent must be one of \['hh', 'all'\], got 'x'$"),
+        ({"weight": 1.0, "project_every_n_steps": 0}, "^OrthogonalRegularizer: project_every_n_steps must be an integer >= 1 or None, got 0$"),
+        ({"weight": 1.0, "project_method": "qr"}, r"^OrthogonalRegularizer: project_method must be one of \['bjorck', 'polar'\], got 'qr'$"),
     ],
     ids=["weight", "noop", "gain", "kind", "reduction", "recurrent", "cadence", "method"],
 )
