@@ -32,14 +32,12 @@ import torch
 from ortho_lightning.activations import Activation, activation_name
 from ortho_lightning.theory.free_probability import (
     SpectralDensity,
-    _check_depth,
-    _check_sigma_w,
-    _check_weights,
     _LogX,
     _m_of_zeta,
     _q_star,
     _sine_grid,
     binned_derivative_law,
+    check_network,
     contour_law,
     squared_derivative_law,
 )
@@ -291,9 +289,7 @@ def conditional_fisher_moments(
     (wide limit, NTK parametrization, fixed point ``q_star``): ``Theta = q* T_L`` with
     ``nu_1 = delta_1``, ``nu_{k+1} = 1 + nu_k [x] mu`` solved on S-transform power series
     (``S_{a [x] b} = S_a S_b``), exact up to the Gauss-Hermite moments of ``phi'^2``."""
-    _check_weights(weights)
-    _check_depth(depth)
-    _check_sigma_w(sigma_w)
+    check_network("conditional_fisher_moments", sigma_w, depth, weights, q_star)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else float(q_star)
     law = squared_derivative_law(activation, q)
     # moments of mu (law of sigma_w^2 D^2, times MP for Gaussian W) and the recursion
@@ -337,6 +333,7 @@ def conditional_fisher_spectrum(
         :class:`ConditionalFisherSpectrum`: exact moments (S-transform series), the upper edge
         ``lambda_max`` and the density (float64 tensors) of the eigenvalues of ``Theta``.
     """
+    check_network("conditional_fisher_spectrum", sigma_w, depth, weights, q_star)
     moments = conditional_fisher_moments(activation, sigma_w, sigma_b, depth, weights,
                                          q_star=q_star)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else float(q_star)

@@ -33,6 +33,7 @@ from ortho_lightning.theory.quadrature import (
     gaussian_expectation,
     length_map_slope,
 )
+from ortho_lightning.validation import check_number
 
 _GRID = np.logspace(-10, 8, 91)
 
@@ -107,23 +108,14 @@ def critical_point(
                 f"critical_point: give sigma_b or q_star, not both (got sigma_b={sigma_b!r}, "
                 f"q_star={q_star!r})"
             )
-        q = _finite(q_star, "q_star", positive=True)
+        q = check_number("critical_point", "q_star", q_star, positive=True)
         if isinstance(activation, str):
             return _critical_point_at_q_by_name(activation_name(activation), q)
         return _solve_at_q(activation, q)
-    sigma_b = 0.0 if sigma_b is None else _finite(sigma_b, "sigma_b", positive=False)
+    sigma_b = 0.0 if sigma_b is None else check_number("critical_point", "sigma_b", sigma_b, minimum=0)
     if isinstance(activation, str):
         return _critical_point_by_name(activation_name(activation), sigma_b)
     return _solve(activation, sigma_b)
-
-
-def _finite(value: float, name: str, *, positive: bool) -> float:
-    """``value`` as a float if it is a finite number > 0 (``positive``) or >= 0."""
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigurationError(f"{name}: expected a finite number {bound}, got {value!r}")
-    return float(value)
 
 
 @lru_cache(maxsize=64)

@@ -29,14 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ortho_lightning.activations import Activation
-from ortho_lightning.exceptions import ConfigurationError
-from ortho_lightning.theory.free_probability import (
-    _check_depth,
-    _check_sigma_w,
-    _check_weights,
-    _q_star,
-    jacobian_moments,
-)
+from ortho_lightning.theory.free_probability import _q_star, check_network, jacobian_moments
+from ortho_lightning.validation import check_int
 
 
 @dataclass(frozen=True)
@@ -63,12 +57,9 @@ def fisher_moments(
     q_star: float | None = None,
 ) -> FisherMoments:
     """Leading-order moments of the single-input Fisher spectrum (see the module docstring)."""
-    _check_weights(weights)
-    _check_depth(depth)
-    _check_sigma_w(sigma_w)
-    for name, v in (("width", width), ("n_outputs", n_outputs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigurationError(f"theory.fisher: {name} must be an int >= 1, got {v!r}")
+    check_network("fisher_moments", sigma_w, depth, weights, q_star)
+    check_int("fisher_moments", "width", width, minimum=1)
+    check_int("fisher_moments", "n_outputs", n_outputs, minimum=1)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
     jac = jacobian_moments(activation, sigma_w, sigma_b, depth, weights, q_star=q)
     chi, s_d, s_w = jac.chi, jac.s_d, jac.s_w

@@ -39,13 +39,13 @@ from scipy.special import ndtr
 from torch import Tensor
 
 from ortho_lightning.activations import Activation, activation_name, get_activation
-from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.theory.quadrature import (
     activation_kinks,
     derivative,
     gaussian_expectation,
     variance_fixed_point,
 )
+from ortho_lightning.validation import check_choice, check_int, check_number
 
 WEIGHT_LAWS = ("orthogonal", "gaussian")
 _ATOM_TOL = 1e-12  # relative tolerance under which phi'(h)^2 counts as constant
@@ -53,26 +53,14 @@ _TAU = 0.5  # scale of the cubic node map at the maximum of phi'^2 (contour_law)
 _MASS_TOL = 1e-6  # a predicted law whose total mass is further from 1 than this warns
 
 
-def _check_weights(weights: str) -> str:
-    if weights not in WEIGHT_LAWS:
-        raise ConfigurationError(
-            f"theory.free_probability: weights must be one of {WEIGHT_LAWS}, got {weights!r}"
-        )
-    return weights
-
-
-def _check_depth(depth: int) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ConfigurationError(
-            f"theory.free_probability: depth must be an int >= 1, got {depth!r}"
-        )
-    return depth
-
-
-def _check_sigma_w(sigma_w: float) -> float:
-    if not sigma_w > 0:
-        raise ConfigurationError(f"theory.free_probability: sigma_w must be > 0, got {sigma_w!r}")
-    return sigma_w
+def check_network(owner: str, sigma_w: float, depth: int, weights: str,
+                  q_star: float | None = None) -> None:
+    """The arguments every wide-network theory function shares, checked in the package's one
+    format (:mod:`ortho_lightning.validation`) under ``owner``, the public function's name."""
+    check_choice(owner, "weights", weights, WEIGHT_LAWS)
+    check_int(owner, "depth", depth, minimum=1)
+    check_number(owner, "sigma_w", sigma_w, positive=True)
+    check_number(owner, "q_star", q_star, minimum=0, optional=True)
 
 
 def _derivative(fn: Activation, h: np.ndarray) -> np.ndarray:
@@ -112,11 +100,7 @@ def squared_derivative_law(
     Gauss-Hermite quadrature, renormalized to the remaining mass.
     """
     fn = get_activation(activation)
-    if not q_star >= 0:
-        raise ConfigurationError(
-            f"theory.free_probability: q_star must be >= 0 (variance of the pre-activations), "
-            f"got {q_star!r}"
-        )
+    check_number("squared_derivative_law", "q_star", q_star, minimum=0)
     if q_star == 0:  # h = 0: D^2 = phi'(0)^2 surely
         d0 = float(_derivative(fn, np.zeros(1))[0] ** 2)
         return SquaredDerivativeLaw(np.zeros(0), np.zeros(0), np.array([d0]), np.ones(1))
@@ -252,7 +236,7 @@ def s_transform_weights(m: complex | np.ndarray, sigma_w: float, weights: str = 
     """S-transform of ``W^T W`` for a wide square ``W``: ``1 / sigma_w^2`` for ``sigma_w``
     times an orthogonal matrix, ``1 / (sigma_w^2 (1 + m))`` for i.i.d. Gaussian entries of
     variance ``sigma_w^2 / N`` (Marchenko-Pastur with ratio 1)."""
-    _check_weights(weights)
+    check_choice("s_transform_weights", "weights", weights, WEIGHT_LAWS)
     m = np.asarray(m)
     if weights == "orthogonal":
         return np.ones_like(m) / sigma_w**2
@@ -330,9 +314,7 @@ def jacobian_moments(
 ) -> JacobianMoments:
     """First two moments of the squared singular values of the Jacobian (see
     :class:`JacobianMoments`); ``q_star`` defaults to the mean-field fixed point."""
-    _check_weights(weights)
-    _check_depth(depth)
-    _check_sigma_w(sigma_w)
+    check_network("jacobian_moments", sigma_w, depth, weights, q_star)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
     law = squared_derivative_law(activation, q)
     e2, e4 = law.moment(1), law.moment(2)
@@ -500,13 +482,8 @@ def jacobian_spectrum_density(
         ``.atom_masses`` the point masses (e.g. a single atom at ``sigma_w^(2L)`` of mass 1 for
         orthogonal linear nets, whose continuous density is then 0 everywhere).
     """
-    _check_weights(weights)
-    _check_depth(depth)
-    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 16:
-        raise ConfigurationError(
-            f"theory.free_probability: grid_size must be an int >= 16, got {grid_size!r}"
-        )
-    _check_sigma_w(sigma_w)
+    check_network("jacobian_spectrum_density", sigma_w, depth, weights, q_star)
+    check_int("jacobian_spectrum_density", "grid_size", grid_size, minimum=16)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
     law = squared_derivative_law(activation, q, nodes=nodes)
     atoms, atom_masses = jacobian_atoms(law, sigma_w, depth, weights)

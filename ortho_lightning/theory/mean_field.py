@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from ortho_lightning.activations import Activation, activation_name, get_activation
-from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.theory.quadrature import (
     activation_kinks,
     chi1,
@@ -26,6 +25,7 @@ from ortho_lightning.theory.quadrature import (
     length_map_slope,
     variance_fixed_point,
 )
+from ortho_lightning.validation import check_number
 
 PHASES = ("ordered", "critical", "chaotic")
 _CONV_POINTS = 2401
@@ -158,10 +158,8 @@ def mean_field(
         NoCriticalPointError: the length map has no finite fixed point (e.g. relu with
             ``sigma_w^2 > 2``).
     """
-    if not sigma_w > 0:
-        raise ConfigurationError(f"theory.mean_field: sigma_w must be > 0, got {sigma_w!r}")
-    if not sigma_b >= 0:
-        raise ConfigurationError(f"theory.mean_field: sigma_b must be >= 0, got {sigma_b!r}")
+    check_number("mean_field", "sigma_w", sigma_w, positive=True)
+    check_number("mean_field", "sigma_b", sigma_b, minimum=0)
     get_activation(activation)
     q = variance_fixed_point(activation, sigma_w, sigma_b)
     c1 = float(chi1(q, activation, sigma_w))

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from ortho_lightning.activations import Activation, activation_name
-from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
+from ortho_lightning.exceptions import NoCriticalPointError
 from ortho_lightning.theory.criticality import critical_point
 from ortho_lightning.theory.quadrature import chi1, variance_fixed_point
+from ortho_lightning.validation import check_int, fail
 
 
 def chi1_grid(
@@ -58,16 +59,12 @@ def phase_diagram(
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    if resolution < 2 or line_points < 2:
-        raise ConfigurationError(
-            "theory.phase_diagram: resolution and line_points must be >= 2, got "
-            f"{resolution!r} and {line_points!r}"
-        )
-    if not (0 < sigma_w2[0] < sigma_w2[1] and 0 <= sigma_b2[0] < sigma_b2[1]):
-        raise ConfigurationError(
-            "theory.phase_diagram: expected ranges 0 < lo < hi for sigma_w2 and 0 <= lo < hi "
-            f"for sigma_b2, got {sigma_w2!r} and {sigma_b2!r}"
-        )
+    check_int("phase_diagram", "resolution", resolution, minimum=2)
+    check_int("phase_diagram", "line_points", line_points, minimum=2)
+    if not 0 < sigma_w2[0] < sigma_w2[1]:
+        fail("phase_diagram", "sigma_w2", "a range (lo, hi) with 0 < lo < hi", sigma_w2)
+    if not 0 <= sigma_b2[0] < sigma_b2[1]:
+        fail("phase_diagram", "sigma_b2", "a range (lo, hi) with 0 <= lo < hi", sigma_b2)
     w2 = np.linspace(*sigma_w2, resolution)
     b2 = np.linspace(*sigma_b2, resolution)
     chi = chi1_grid(activation, w2, b2)

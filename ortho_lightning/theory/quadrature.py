@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from ortho_lightning.activations import ACTIVATIONS, Activation, activation_name, get_activation
-from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
+from ortho_lightning.exceptions import NoCriticalPointError
+from ortho_lightning.validation import check_int, fail
 
 #: Points (in pre-activation units h) where an activation of the table is not smooth.
 KINKS: dict[str, tuple[float, ...]] = {
@@ -88,11 +89,10 @@ def gaussian_expectation(
     Returns:
         float64 tensor of ``q``'s shape (0-d for a float), on ``q``'s device.
     """
-    if not isinstance(n_points, int) or n_points < 2:
-        raise ConfigurationError(f"n_points: expected an int >= 2, got {n_points!r}")
+    check_int("gaussian_expectation", "n_points", n_points, minimum=2)
     q_t = torch.as_tensor(q, dtype=torch.float64)
     if torch.isnan(q_t).any() or (q_t < 0).any():
-        raise ConfigurationError(f"q: expected variances >= 0, got {q!r}")
+        fail("gaussian_expectation", "q", "variances >= 0", q)
     kinks = activation_kinks(fn) if kinks is None else tuple(kinks)
     device = q_t.device
     s = q_t.reshape(-1).sqrt()[:, None]  # (Q, 1)

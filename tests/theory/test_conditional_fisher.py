@@ -119,8 +119,9 @@ def test_depth_64_moments_against_explicit_matrix():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"weights": "haar"}, "weights must be one of"), ({"depth": 0}, "depth must be an int"),
-     ({"sigma_w": -1.0}, "sigma_w must be > 0")],
+    [({"weights": "haar"}, r"conditional_fisher_spectrum: weights must be one of \['orthogonal', 'gaussian'\], got 'haar'"),
+     ({"depth": 0}, "conditional_fisher_spectrum: depth must be an integer >= 1, got 0"),
+     ({"sigma_w": -1.0}, "conditional_fisher_spectrum: sigma_w must be a finite number > 0, got -1.0")],
     ids=["weights", "depth", "sigma_w"],
 )
 def test_bad_input(kwargs, match):

@@ -104,7 +104,7 @@ def test_no_critical_point_says_why(activation, sigma_b, match):
 @pytest.mark.parametrize(
     "call,error,match",
     [
-        (lambda: critical_point("tanh", -0.1), ConfigurationError, "sigma_b: expected a finite number >= 0, got -0.1"),
+        (lambda: critical_point("tanh", -0.1), ConfigurationError, "critical_point: sigma_b must be a finite number >= 0, got -0.1"),
         (lambda: critical_point("swish", 0.0), ConfigurationError, "unknown activation 'swish'"),
     ],
     ids=["negative-sigma_b", "unknown-activation"],
@@ -156,9 +156,9 @@ def test_unreachable_q_star_names_the_reachable_range():
     "kwargs,match",
     [
         ({"sigma_b": 0.1, "q_star": 0.5}, "give sigma_b or q_star, not both"),
-        ({"q_star": 0.0}, "q_star: expected a finite number > 0, got 0.0"),
-        ({"q_star": -1.0}, "q_star: expected a finite number > 0, got -1.0"),
-        ({"q_star": float("nan")}, "q_star: expected a finite number > 0"),
+        ({"q_star": 0.0}, "critical_point: q_star must be a finite number > 0, got 0.0"),
+        ({"q_star": -1.0}, "critical_point: q_star must be a finite number > 0, got -1.0"),
+        ({"q_star": float("nan")}, "critical_point: q_star must be a finite number > 0, got nan"),
     ],
     ids=["both", "zero", "negative", "nan"],
 )

@@ -91,9 +91,9 @@ def test_spectra_fisher_at_batch_one_is_the_explicit_one():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"width": 0}, "width must be an int >= 1, got 0"),
-     ({"n_outputs": 2.5}, "n_outputs must be an int >= 1, got 2.5"),
-     ({"weights": "unitary"}, "weights must be one of")],
+    [({"width": 0}, "fisher_moments: width must be an integer >= 1, got 0"),
+     ({"n_outputs": 2.5}, "fisher_moments: n_outputs must be an integer >= 1, got 2.5"),
+     ({"weights": "unitary"}, "fisher_moments: weights must be one of")],
     ids=["width", "outputs", "weights"],
 )
 def test_bad_input_messages(kwargs, match):

@@ -206,11 +206,11 @@ def test_prediction_matches_wide_tanh_network(spectra, critical, weights):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"weights": "haar"}, r"weights must be one of \('orthogonal', 'gaussian'\), got 'haar'"),
-        ({"depth": 0}, "depth must be an int >= 1, got 0"),
-        ({"grid_size": 3}, "grid_size must be an int >= 16, got 3"),
-        ({"sigma_w": 0.0}, "sigma_w must be > 0, got 0.0"),
-        ({"q_star": -1.0}, "q_star must be >= 0"),
+        ({"weights": "haar"}, r"weights must be one of \['orthogonal', 'gaussian'\], got 'haar'"),
+        ({"depth": 0}, "depth must be an integer >= 1, got 0"),
+        ({"grid_size": 3}, "jacobian_spectrum_density: grid_size must be an integer >= 16, got 3"),
+        ({"sigma_w": 0.0}, "sigma_w must be a finite number > 0, got 0.0"),
+        ({"q_star": -1.0}, "q_star must be a finite number >= 0 or None, got -1.0"),
         ({"activation": "swish!"}, "unknown activation 'swish!'"),
     ],
     ids=["weights", "depth", "grid", "sigma_w", "q_star", "activation"],

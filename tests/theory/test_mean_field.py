@@ -134,8 +134,8 @@ def test_phase_is_critical_at_the_init_critical_point():
 @pytest.mark.parametrize(
     ("args", "error", "match"),
     [
-        (("tanh", 0.0, 0.1), ConfigurationError, "sigma_w must be > 0, got 0.0"),
-        (("tanh", 1.0, -0.1), ConfigurationError, "sigma_b must be >= 0, got -0.1"),
+        (("tanh", 0.0, 0.1), ConfigurationError, "mean_field: sigma_w must be a finite number > 0, got 0.0"),
+        (("tanh", 1.0, -0.1), ConfigurationError, "mean_field: sigma_b must be a finite number >= 0, got -0.1"),
         (("nope", 1.0, 0.1), ActivationError, "unknown activation 'nope'"),
     ],
     ids=["sigma_w", "sigma_b", "activation"],

@@ -33,5 +33,5 @@ def test_critical_line_and_colours():
 
 
 def test_bad_ranges():
-    with pytest.raises(ConfigurationError, match=r"expected ranges 0 < lo < hi .* got \(2.0, 1.0\)"):
+    with pytest.raises(ConfigurationError, match=r"phase_diagram: sigma_w2 must be a range \(lo, hi\) with 0 < lo < hi, got \(2.0, 1.0\)"):
         phase_diagram("tanh", sigma_w2=(2.0, 1.0))

@@ -139,7 +139,8 @@ def test_variance_fixed_point_divergence_is_an_error():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"q": -1.0}, "q: expected variances >= 0"), ({"q": 1.0, "n_points": 1}, "n_points")],
+    [({"q": -1.0}, "gaussian_expectation: q must be variances >= 0, got -1.0"),
+     ({"q": 1.0, "n_points": 1}, "gaussian_expectation: n_points must be an integer >= 2, got 1")],
     ids=["negative-q", "n_points"],
 )
 def test_bad_arguments(kwargs, match):
