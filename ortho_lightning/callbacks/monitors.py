@@ -19,13 +19,16 @@ in ``docs/logged_keys.md``. Keys (each a :func:`~ortho_lightning.spectra.summari
   (``<matrix>`` from :func:`ortho_lightning.matrices.matrix_blocks`: ``weight``,
   ``weight_hh_l0`` or, per gate, ``weight_hh_l0.f``).
 
-Default cadences keep the three monitors together under 5% of the training time of the MLP
-and row-mode RNN recipes (batch 128; ``benchmarks/bench_monitors.py`` prints the steady-state
-overhead, about 3.5% and 2.4% on 2 CPU cores): Jacobian (8 probe samples) and weights every 1000
-optimizer steps, the Fisher (32 probe samples) once per epoch; all three also at fit start.
-The Jacobian is the costly one on the MLP: there it is the (256 x 784) Jacobian of the
-features per sample (256 vmapped reverse passes, then an SVD; one measurement costs about 18
-bare training steps).
+Default cadences (Jacobian on 8 probe samples and weights every 1000 optimizer steps, the
+Fisher on 32 once per epoch; all three also at fit start) aim at under 5% of the training
+time of the MLP and row-mode RNN recipes; ``benchmarks/bench_monitors.py`` measures it (the
+steady-state overhead at the defaults, and ``--recipe`` the MLP recipe's own cadence end to
+end), and ``benchmarks/README.md`` keeps the numbers. The Jacobian is the costly one on the
+MLP: per probe sample a (256 x 784) Jacobian of the features (256 vmapped reverse passes),
+whose singular values come from the float64 Gram of its smaller side
+(``ortho_lightning.spectra._common.singular_values``); with ``start``/``end`` a (256 x 256)
+layer-to-layer Jacobian (its ``svdvals``). A figure (``figure=True``) adds one matplotlib
+render and PNG per measurement.
 """
 
 from __future__ import annotations
@@ -278,10 +281,13 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             probe: logs its largest singular value ``logits_jacobian_max`` and
             ``max_over_logits_jacobian_sq`` = lambda_max(F) / logits_jacobian_max^2 (Sokol & Park).
         fisher_kwargs: further keyword arguments of
-            :func:`~ortho_lightning.spectra.fisher_eigenvalues` (tolerance, seed, chunking) or,
-            for ``slq``, of :func:`~ortho_lightning.spectra.spectral_density` (``num_probes``,
-            ``lanczos_steps``, ``grid``, ``sigma``, ``seed``); each is passed to the functions
-            that take it.
+            :func:`~ortho_lightning.spectra.fisher_eigenvalues` (``tol``, ``max_iter``,
+            ``chunk_size``, ``generator``) or, for ``slq``, of
+            :func:`~ortho_lightning.spectra.spectral_density` (``num_probes``,
+            ``lanczos_steps``, ``grid``, ``sigma``, ``generator``); each is passed to the
+            functions that take it. An int ``seed`` instead of ``generator`` (what a YAML
+            config can hold) becomes ``torch.Generator(device).manual_seed(seed)`` afresh at
+            every measurement: the same random start each time, as with no generator (seed 0).
         theory: a dict of :func:`~ortho_lightning.theory.fisher_moments` arguments
             (``activation``, ``sigma_w``, ``sigma_b``, ``depth``, ``width``, ``n_outputs``,
             optionally ``weights``, ``q_star``): log the predicted mean eigenvalue of the
@@ -347,6 +353,10 @@ class FisherSpectrumMonitor(SpectrumMonitor):
         check_bool(name, "jacobian_ratio", jacobian_ratio)
         if fisher_kwargs is not None and not isinstance(fisher_kwargs, dict):
             fail(name, "fisher_kwargs", "a dict or None", fisher_kwargs)
+        if fisher_kwargs and "seed" in fisher_kwargs:
+            check_int(name, "fisher_kwargs['seed']", fisher_kwargs["seed"], 0)
+            if "generator" in fisher_kwargs:
+                fail(name, "fisher_kwargs", "a dict with 'seed' or 'generator', not both", fisher_kwargs)
         own = {"likelihood", "method", "k", "eval_mode"}
         clash = sorted(set(fisher_kwargs or {}) & own)
         if clash:
@@ -356,6 +366,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             )
         used = [spectra.fisher_eigenvalues] + ([spectra.spectral_density] if method == "slq" else [])
         accepted = set().union(*(inspect.signature(fn).parameters for fn in used)) - {"model", "x"}
+        accepted.add("seed")  # turned into a generator at each measurement (see _kwargs)
         unknown = sorted(set(fisher_kwargs or {}) - accepted)
         if unknown:
             raise ConfigurationError(
@@ -377,10 +388,14 @@ class FisherSpectrumMonitor(SpectrumMonitor):
     def _state_key_args(self) -> dict[str, Any]:
         return {**super()._state_key_args(), "method": self.method, "k": self.k}
 
-    def _kwargs(self, fn: Callable) -> dict[str, Any]:
-        """The ``fisher_kwargs`` that ``fn`` takes."""
+    def _kwargs(self, fn: Callable, device: torch.device) -> dict[str, Any]:
+        """The ``fisher_kwargs`` that ``fn`` takes, an int ``seed`` as a fresh generator on
+        ``device``."""
         accepted = inspect.signature(fn).parameters
-        return {k: v for k, v in self.fisher_kwargs.items() if k in accepted}
+        kwargs = dict(self.fisher_kwargs)
+        if "seed" in kwargs:
+            kwargs["generator"] = torch.Generator(device).manual_seed(kwargs.pop("seed"))
+        return {k: v for k, v in kwargs.items() if k in accepted}
 
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
         common = {"likelihood": self.likelihood, "eval_mode": self.eval_mode}
@@ -389,7 +404,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
         else:
             eig = spectra.fisher_eigenvalues(
                 pl_module, probe, method=self.method, k=self.k, **common,
-                **self._kwargs(spectra.fisher_eigenvalues),
+                **self._kwargs(spectra.fisher_eigenvalues, probe.device),
             )
             summary = dict(spectra.summarize(eig, kind="fisher"))
         if self.jacobian_ratio:
@@ -415,9 +430,9 @@ class FisherSpectrumMonitor(SpectrumMonitor):
 
     def _slq(self, pl_module: LightningModule, probe: Tensor, common: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         """(quantiles of the SLQ density above the null space's atom, {max, trace})."""
-        lanczos = self._kwargs(spectra.fisher_eigenvalues)
+        lanczos = self._kwargs(spectra.fisher_eigenvalues, probe.device)
         top = float(spectra.fisher_eigenvalues(pl_module, probe, method="lanczos", k=1, **common, **lanczos)[0])
-        kwargs = self._kwargs(spectra.spectral_density)
+        kwargs = self._kwargs(spectra.spectral_density, probe.device)
         kwargs.setdefault("sigma", max(top, 1e-30) / 100)
         grid, density = spectra.spectral_density(pl_module, probe, **common, **kwargs)
         num_params = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)

@@ -9,8 +9,10 @@ without; a resumed run continues the uninterrupted run's series exactly.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -572,3 +574,48 @@ def test_fisher_slq_density_against_the_exact_spectrum(tmp_path):
     sigma = float(exact[0]) / 100
     assert 5 * sigma <= min(hist["bins"]) and max(hist["bins"]) <= float(exact[0]) + 6 * sigma
     assert "spectra/fisher/figure" in row
+
+
+def test_fisher_kwargs_seed_is_a_fresh_generator_at_each_measurement(tmp_path):
+    # a YAML-friendly int seed reaches Lanczos as torch.Generator().manual_seed(seed) (what the
+    # spectra functions' deprecated seed= meant), without their DeprecationWarning; max_iter=3
+    # stops Lanczos early, so the result depends on the random start and shows which seed was used
+
+    monitor = FisherSpectrumMonitor(every_n_epochs=None, probe_size=4, method="lanczos", k=2,
+                                    jacobian_ratio=False, fisher_kwargs={"seed": 3, "max_iter": 3})
+    model = TinyNet(lr=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, [monitor], max_steps=1).fit(model, loader())
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning) and "seed" in str(w.message)]
+    assert monitor.failures == 0 and monitor.measured_steps == [0]
+
+    def top(seed: int) -> float:
+        gen = torch.Generator().manual_seed(seed)
+        return float(spectra.fisher_eigenvalues(model, monitor.probe, method="lanczos", k=2,
+                                                max_iter=3, generator=gen)[0])
+
+    assert monitor.last_summary["spectra/fisher/max"] == pytest.approx(top(3), rel=1e-6)
+    assert top(3) != pytest.approx(top(0), rel=1e-6)
+
+
+@pytest.mark.parametrize("log_axis", [False, True], ids=["linear", "log"])
+def test_spectrum_figure_bars_are_a_density_or_fractions_per_bin(log_axis):
+    # the drawn bars, read back from the figure: on a linear axis a density (area 1), on a log
+    # axis the fraction of the values in each bin (sum 1); the current step filled, older ones
+    # outlines; a log axis labels its ticks without mathtext (parsed anew every figure)
+    from ortho_lightning.callbacks._monitor_base import spectrum_figure
+
+    values = torch.linspace(1.0, 1e3 if log_axis else 2.0, 1000)
+    fig = spectrum_figure([(0, values), (10, values * 1.5)], "value", title="t")
+    bars = fig.axes[0].patches
+    assert [b.get_fill() for b in bars] == [False, True]
+    for bar in bars:
+        heights, edges = bar.get_data().values, bar.get_data().edges
+        total = heights.sum() if log_axis else (heights * torch.tensor(edges).diff().numpy()).sum()
+        assert total == pytest.approx(1.0, rel=1e-6)
+        assert len(edges) == 41 and edges[0] == pytest.approx(1.0)
+    assert fig.axes[0].get_xscale() == ("log" if log_axis else "linear")
+    fig.savefig(io.BytesIO(), format="png")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert labels and not any("$" in text for text in labels)
