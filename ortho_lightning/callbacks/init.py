@@ -40,6 +40,7 @@ from ortho_lightning.callbacks._logging import log_settings, log_table
 from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.init.criticality import Gain
 from ortho_lightning.init.initialize import InitConfig, InitReport, SchemeFn, apply_config
+from ortho_lightning.validation import check_int, fail
 
 
 def first_training_inputs(trainer: Trainer, n: int) -> torch.Tensor:
@@ -55,7 +56,7 @@ def first_training_inputs(trainer: Trainer, n: int) -> torch.Tensor:
     datamodule = trainer.datamodule
     if datamodule is None:
         raise ConfigurationError(
-            "OrthogonalInit(input_q='match') reads a batch of the training data from the "
+            "OrthogonalInit: input_q='match' reads a batch of the training data from the "
             "datamodule: pass one to fit(model, datamodule=...), or initialise with "
             "ortho_lightning.init.initialize(model, ..., input_q='match', inputs=<batch>)"
         )
@@ -110,15 +111,11 @@ class OrthogonalInit(Callback):
             scheme, gain, activation, sigma_b, include, exclude, fallback, recurrent,
             q_star=q_star, input_q=input_q, rest=rest, owner=type(self).__name__,
         )
-        if isinstance(input_batch_size, bool) or not isinstance(input_batch_size, int) or input_batch_size < 1:
-            raise ConfigurationError(
-                f"input_batch_size: expected an int >= 1, got {input_batch_size!r}"
-            )
-        self.input_batch_size = input_batch_size
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ConfigurationError(f"seed: expected None or an int >= 0, got {seed!r}")
+        owner = type(self).__name__
+        self.input_batch_size = check_int(owner, "input_batch_size", input_batch_size, minimum=1)
+        seed = check_int(owner, "seed", seed, minimum=0, optional=True)
         if not isinstance(log_key, str) or not log_key:
-            raise ConfigurationError(f"log_key: expected a non-empty string, got {log_key!r}")
+            fail(owner, "log_key", "a non-empty string", log_key)
         self.seed = seed
         self.log_key = log_key
         self.applied = False

@@ -9,10 +9,11 @@ init, so the two are layered one way: init -> theory).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Literal
 
 from ortho_lightning.activations import Activation
-from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.validation import fail
 
 Gain = float | Literal["critical"]
 
@@ -28,18 +29,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def resolve_gain(gain: Gain, activation: str | Activation = "tanh", sigma_b: float = 0.0) -> float:
+def resolve_gain(gain: Gain, activation: str | Activation = "tanh", sigma_b: float = 0.0, *,
+                 owner: str = "resolve_gain", name: str = "gain") -> float:
     """A gain as a float: ``"critical"`` means ``critical_point(activation, sigma_b).sigma_w``.
+
+    ``owner`` and ``name`` are the function and argument named in the error (``gaussian_``
+    calls its gain ``sigma_w``).
 
     Raises:
         ConfigurationError: ``gain`` is neither a finite number nor ``"critical"``.
     """
-    if isinstance(gain, str):
-        if gain.lower() != "critical":
-            raise ConfigurationError(f"gain: expected a number or 'critical', got {gain!r}")
+    if isinstance(gain, str) and gain.lower() == "critical":
         from ortho_lightning.theory.criticality import critical_point
 
         return critical_point(activation, sigma_b).sigma_w
-    if isinstance(gain, bool) or not isinstance(gain, int | float) or not math.isfinite(gain):
-        raise ConfigurationError(f"gain: expected a finite number or 'critical', got {gain!r}")
+    if isinstance(gain, str | bool) or not isinstance(gain, numbers.Real) or not math.isfinite(gain):
+        fail(owner, name, "a finite number or 'critical'", gain)
     return float(gain)

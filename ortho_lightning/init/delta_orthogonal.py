@@ -16,24 +16,26 @@ from ortho_lightning.validation import renamed_kwargs
 
 
 @renamed_kwargs(weight="tensor")
-def check_conv_weight(tensor: Tensor) -> None:
-    """Raise :class:`ShapeError` unless ``tensor`` is a conv weight (out, in, *kernel), 1-3
-    spatial dims, all kernel sizes odd (else there is no centre tap)."""
+def check_conv_weight(tensor: Tensor, owner: str = "check_conv_weight") -> None:
+    """Raise :class:`ShapeError` (naming ``owner``) unless ``tensor`` is a conv weight (out, in,
+    *kernel), 1-3 spatial dims, all kernel sizes odd (else there is no centre tap)."""
     if tensor.dim() not in (3, 4, 5):
         raise ShapeError(
-            f"expected a Conv1d/2d/3d weight (out, in, *kernel) with 3-5 dims, got shape "
-            f"{tuple(tensor.shape)}"
+            f"{owner}: tensor must be a Conv1d/2d/3d weight (out, in, *kernel) with 3-5 dims, "
+            f"got shape {tuple(tensor.shape)}"
         )
     kernel = tuple(tensor.shape[2:])
     if any(k % 2 == 0 for k in kernel):
-        raise ShapeError(f"needs odd kernel sizes to have a centre tap, got kernel {kernel}")
+        raise ShapeError(
+            f"{owner}: tensor must have odd kernel sizes (to have a centre tap), got kernel {kernel}"
+        )
 
 
 @renamed_kwargs(weight="tensor")
-def set_centre_tap_(tensor: Tensor, matrix: Tensor) -> Tensor:
+def set_centre_tap_(tensor: Tensor, matrix: Tensor, owner: str = "set_centre_tap_") -> Tensor:
     """Zero the conv weight ``tensor`` (out, in, *kernel) and put ``matrix`` (out, in) at the
     spatial centre, in place (see :func:`check_conv_weight`). Returns ``tensor``."""
-    check_conv_weight(tensor)
+    check_conv_weight(tensor, owner)
     kernel = tuple(tensor.shape[2:])
     with torch.no_grad():
         tensor.zero_()
@@ -65,12 +67,12 @@ def delta_orthogonal_(
         ShapeError: not a 3-5 dim weight, an even kernel size, or out < in (channels shrink, so
             no (out, in) matrix can have orthonormal columns).
     """
-    check_conv_weight(tensor)
+    check_conv_weight(tensor, "delta_orthogonal_")
     if tensor.shape[0] < tensor.shape[1]:
         raise ShapeError(
-            f"delta_orthogonal_ needs out_channels >= in_channels (an isometry), got "
-            f"out={tensor.shape[0]} < in={tensor.shape[1]} for weight {tuple(tensor.shape)}"
+            f"delta_orthogonal_: tensor must have out_channels >= in_channels (an isometry), got "
+            f"out={tensor.shape[0]} < in={tensor.shape[1]} for shape {tuple(tensor.shape)}"
         )
-    g = resolve_gain(gain, activation, sigma_b)
+    g = resolve_gain(gain, activation, sigma_b, owner="delta_orthogonal_")
     centre = haar_orthogonal(tensor.shape[0], tensor.shape[1], tensor, generator) * g
-    return set_centre_tap_(tensor, centre)
+    return set_centre_tap_(tensor, centre, "delta_orthogonal_")

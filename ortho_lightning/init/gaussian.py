@@ -27,8 +27,8 @@ def gaussian_(
     (the mean-field convention). ``sigma_w="critical"`` uses ``critical_point(activation,
     sigma_b).sigma_w``. Returns ``tensor``."""
     if tensor.dim() < 2:
-        raise ShapeError(f"gaussian_ needs a tensor with >= 2 dims, got shape {tuple(tensor.shape)}")
-    s = resolve_gain(sigma_w, activation, sigma_b)
+        raise ShapeError(f"gaussian_: tensor must have >= 2 dims, got shape {tuple(tensor.shape)}")
+    s = resolve_gain(sigma_w, activation, sigma_b, owner="gaussian_", name="sigma_w")
     fan_in = math.prod(tensor.shape[1:])
     with torch.no_grad():
         tensor.copy_(standard_normal(tuple(tensor.shape), tensor, generator) * (s / math.sqrt(fan_in)))
@@ -48,11 +48,11 @@ def identity_(
     IRNN-style recurrent matrices (Le et al. 2015). ``generator`` is accepted for a uniform
     scheme signature and unused. Returns ``tensor``."""
     del generator
-    g = resolve_gain(gain, activation, sigma_b)
+    g = resolve_gain(gain, activation, sigma_b, owner="identity_")
     if tensor.dim() == 2:
         eye = torch.eye(*tensor.shape, dtype=tensor.dtype, device=tensor.device) * g
         with torch.no_grad():
             tensor.copy_(eye)
         return tensor
     eye = torch.eye(tensor.shape[0], tensor.shape[1], dtype=tensor.dtype, device=tensor.device)
-    return set_centre_tap_(tensor, eye * g)
+    return set_centre_tap_(tensor, eye * g, owner="identity_")

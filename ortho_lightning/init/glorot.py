@@ -29,10 +29,10 @@ from ortho_lightning.exceptions import ShapeError
 TRUNCATED_STD = 0.87962566103423978
 
 
-def glorot_fans(tensor: Tensor) -> tuple[int, int]:
+def glorot_fans(tensor: Tensor, owner: str = "glorot_fans") -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a (out, in, *kernel) weight as Keras counts them."""
     if tensor.dim() < 2:
-        raise ShapeError(f"Glorot init needs a tensor with >= 2 dims, got shape {tuple(tensor.shape)}")
+        raise ShapeError(f"{owner}: tensor must have >= 2 dims, got shape {tuple(tensor.shape)}")
     receptive = math.prod(tensor.shape[2:])
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 
@@ -40,7 +40,7 @@ def glorot_fans(tensor: Tensor) -> tuple[int, int]:
 def glorot_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """Keras ``GlorotUniform`` times ``gain``, in place: U(-a, a), a = gain sqrt(6 / (fan_in +
     fan_out)). Returns ``tensor``."""
-    fan_in, fan_out = glorot_fans(tensor)
+    fan_in, fan_out = glorot_fans(tensor, "glorot_uniform_")
     limit = gain * math.sqrt(6.0 / (fan_in + fan_out))
     device = generator.device if generator is not None else tensor.device
     draw = torch.rand(tuple(tensor.shape), dtype=torch.float64, device=device, generator=generator)
@@ -53,7 +53,7 @@ def glorot_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
     """Keras ``GlorotNormal`` times ``gain``, in place: N(0, s^2) truncated to [-2 s, 2 s] with
     s = gain sqrt(2 / (fan_in + fan_out)) / 0.8796..., so the entries' std is
     gain sqrt(2 / (fan_in + fan_out)). Returns ``tensor``."""
-    fan_in, fan_out = glorot_fans(tensor)
+    fan_in, fan_out = glorot_fans(tensor, "glorot_normal_")
     std = gain * math.sqrt(2.0 / (fan_in + fan_out)) / TRUNCATED_STD
     device = generator.device if generator is not None else tensor.device
     z = torch.empty(tuple(tensor.shape), dtype=torch.float64, device=device)

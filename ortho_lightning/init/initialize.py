@@ -14,7 +14,6 @@ the first layer so the data enter at q* (:mod:`ortho_lightning.init.input_matchi
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,8 +37,9 @@ from ortho_lightning.init.input_matching import (
 )
 from ortho_lightning.init.orthogonal import orthogonal_
 from ortho_lightning.init.recurrent import gate_blocks
-from ortho_lightning.matrices import check_recurrent, is_recurrent, matrix_views
+from ortho_lightning.matrices import RECURRENT_CHOICES, is_recurrent, matrix_views
 from ortho_lightning.selection import ModuleSelector
+from ortho_lightning.validation import check_choice, check_number, fail
 
 if TYPE_CHECKING:  # theory is imported on first use (gain="critical"), not with init
     from ortho_lightning.theory.criticality import CriticalPoint
@@ -137,16 +137,15 @@ class InitReport:
         return "\n".join(lines)
 
 
-def resolve_scheme(scheme: str | SchemeFn, argument: str = "scheme") -> tuple[str, SchemeFn]:
+def resolve_scheme(scheme: str | SchemeFn, argument: str = "scheme",
+                   owner: str = "initialize") -> tuple[str, SchemeFn]:
     """``(name, function)`` for a scheme name from :data:`SCHEMES` or a callable."""
     if callable(scheme):
         return getattr(scheme, "__name__", type(scheme).__name__), scheme
     if isinstance(scheme, str) and scheme in SCHEMES:
         return scheme, SCHEMES[scheme]
-    raise ConfigurationError(
-        f"{argument}: expected one of {sorted(SCHEMES)} or a callable fn(tensor, gain, "
-        f"generator=...), got {scheme!r}"
-    )
+    fail(owner, argument,
+         f"one of {sorted(SCHEMES)} or a callable fn(tensor, gain, generator=...)", scheme)
 
 
 @dataclass(frozen=True)
@@ -164,9 +163,11 @@ class InitConfig:
     recurrent: str = RECURRENT_DEFAULT
     input_q: str | None = None
     rest: str = "keep"
-    #: who to name in the FutureWarning about the changing default when ``recurrent`` was not
-    #: passed and a recurrent module is initialised; ``None`` when it was passed
-    recurrent_defaulted_by: str | None = None
+    #: the function or callback named in errors and warnings
+    owner: str = "initialize"
+    #: ``recurrent`` was not passed: initialising a recurrent module warns that the default
+    #: changes in 0.3.0
+    recurrent_defaulted: bool = False
 
     @classmethod
     def build(
@@ -188,54 +189,45 @@ class InitConfig:
         """Check every argument (``owner``: the function or callback named in errors and
         warnings); ``recurrent=None`` is :data:`RECURRENT_DEFAULT`, remembered as not passed."""
         get_activation(activation)
-        defaulted_by = owner if recurrent is None else None
-        recurrent = check_recurrent(RECURRENT_DEFAULT if recurrent is None else recurrent)
-        if input_q not in INPUT_Q_CHOICES:
-            raise ConfigurationError(f"input_q: expected one of {INPUT_Q_CHOICES}, got {input_q!r}")
-        if rest not in REST_CHOICES:
-            raise ConfigurationError(f"rest: expected one of {REST_CHOICES}, got {rest!r}")
+        defaulted = recurrent is None
+        recurrent = RECURRENT_DEFAULT if recurrent is None else recurrent
+        check_choice(owner, "recurrent", recurrent, RECURRENT_CHOICES)
+        check_choice(owner, "input_q", input_q, INPUT_Q_CHOICES)
+        check_choice(owner, "rest", rest, REST_CHOICES)
         critical = None
         if isinstance(gain, str) and gain.lower() == "critical":
             from ortho_lightning.theory.criticality import critical_point
 
             critical = critical_point(activation, sigma_b, q_star=q_star)
             sigma_b = critical.sigma_b
-        if sigma_b is None:
-            sigma_b = 0.0
-        if (
-            isinstance(sigma_b, bool)
-            or not isinstance(sigma_b, int | float)
-            or not 0 <= sigma_b < math.inf
-        ):
-            raise ConfigurationError(f"sigma_b: expected a finite number >= 0, got {sigma_b!r}")
-        value = critical.sigma_w if critical else resolve_gain(gain, activation, float(sigma_b))
+        sigma_b = check_number(owner, "sigma_b", 0.0 if sigma_b is None else sigma_b, minimum=0)
+        value = critical.sigma_w if critical else resolve_gain(gain, activation, sigma_b, owner=owner)
         if not value > 0:
-            raise ConfigurationError(
-                f"gain: expected a number > 0 or 'critical', got {gain!r} (0 makes every weight "
-                "zero, a negative gain flips their sign)"
-            )
+            fail(owner, "gain", "a number > 0 or 'critical' (0 makes every weight zero, a "
+                 "negative gain flips their sign)", gain)
         if critical is None and q_star is not None:
             raise ConfigurationError(
-                f"q_star: only used with gain='critical' (it picks the critical point), got "
-                f"q_star={q_star!r} with gain={gain!r}"
+                f"{owner}: q_star is only used with gain='critical' (it picks the critical "
+                f"point), got q_star={q_star!r} with gain={gain!r}"
             )
         if input_q == "match" and critical is None:
             raise ConfigurationError(
-                "input_q='match' puts the first layer's pre-activations at the fixed point q*: it "
-                f"needs gain='critical' (which defines q*), got gain={gain!r}"
+                f"{owner}: input_q='match' puts the first layer's pre-activations at the fixed "
+                f"point q*: it needs gain='critical' (which defines q*), got gain={gain!r}"
             )
         return cls(
-            scheme=resolve_scheme(scheme),
+            scheme=resolve_scheme(scheme, owner=owner),
             gain=value,
             activation=activation,
             sigma_b=float(sigma_b),
             selector=ModuleSelector.build(include, exclude),
-            fallback=None if fallback is None else resolve_scheme(fallback, "fallback"),
+            fallback=None if fallback is None else resolve_scheme(fallback, "fallback", owner),
             critical=critical,
             recurrent=recurrent,
             input_q=input_q,
             rest=rest,
-            recurrent_defaulted_by=defaulted_by,
+            owner=owner,
+            recurrent_defaulted=defaulted,
         )
 
 
@@ -326,17 +318,17 @@ def apply_config(
     """:func:`initialize` with arguments already checked into an :class:`InitConfig`."""
     if config.input_q == "match" and inputs is None:
         raise ConfigurationError(
-            "input_q='match' needs the data's scale: pass inputs= a batch of the model's inputs "
+            f"{config.owner}: input_q='match' needs the data's scale: pass inputs= a batch of the model's inputs "
             "or their second moment mean(x^2) (OrthogonalInit reads a batch of the training data)"
         )
-    m2 = None if inputs is None else input_second_moment(inputs)
+    m2 = None if inputs is None else input_second_moment(inputs, config.owner)
     records: list[InitRecord] = []
     touched: set[tuple[str, str]] = set()
     scheme_name, scheme_fn = config.scheme
     selected = config.selector.select(model)
-    if config.recurrent_defaulted_by and any(is_recurrent(m) for _, m in selected):
+    if config.recurrent_defaulted and any(is_recurrent(m) for _, m in selected):
         warnings.warn(
-            f"{config.recurrent_defaulted_by}: the default recurrent='all' becomes 'hh' in 0.3.0; "
+            f"{config.owner}: the default recurrent='all' becomes 'hh' in 0.3.0; "
             "pass recurrent= explicitly",
             FutureWarning, stacklevel=3,
         )

@@ -30,8 +30,9 @@ from ortho_lightning.matrices import is_recurrent
 PREACTIVATION_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def input_second_moment(inputs: Tensor | float) -> float:
-    """m2 = mean(x^2) over every entry of a batch ``inputs``, or ``inputs`` itself if a number.
+def input_second_moment(inputs: Tensor | float, owner: str = "input_second_moment") -> float:
+    """m2 = mean(x^2) over every entry of a batch ``inputs``, or ``inputs`` itself if a number
+    (``owner``: the function or callback named in errors).
 
     Raises:
         ConfigurationError: a number that is not finite and > 0, an empty or non-float batch, or
@@ -40,19 +41,21 @@ def input_second_moment(inputs: Tensor | float) -> float:
     if isinstance(inputs, Tensor):
         if inputs.numel() == 0 or not inputs.is_floating_point():
             raise ConfigurationError(
-                f"inputs: expected a non-empty floating-point batch, got dtype {inputs.dtype} "
-                f"and shape {tuple(inputs.shape)}"
+                f"{owner}: inputs must be a non-empty floating-point batch, got dtype "
+                f"{inputs.dtype} and shape {tuple(inputs.shape)}"
             )
         m2 = float(inputs.detach().double().square().mean())
     elif isinstance(inputs, int | float) and not isinstance(inputs, bool):
         m2 = float(inputs)
     else:
         raise ConfigurationError(
-            f"inputs: expected a batch (Tensor) or its second moment mean(x^2) (a number), "
-            f"got {type(inputs).__name__}"
+            f"{owner}: inputs must be a batch (Tensor) or its second moment mean(x^2) (a "
+            f"number), got {type(inputs).__name__}"
         )
     if not m2 > 0 or m2 == float("inf"):
-        raise ConfigurationError(f"inputs: the input second moment must be finite and > 0, got {m2!r}")
+        raise ConfigurationError(
+            f"{owner}: the second moment of inputs must be finite and > 0, got {m2!r}"
+        )
     return m2
 
 

@@ -51,10 +51,8 @@ def orthogonal_(
         ``tensor``.
     """
     if tensor.dim() < 2:
-        raise ShapeError(
-            f"orthogonal_ needs a tensor with >= 2 dims, got shape {tuple(tensor.shape)}"
-        )
-    g = resolve_gain(gain, activation, sigma_b)
+        raise ShapeError(f"orthogonal_: tensor must have >= 2 dims, got shape {tuple(tensor.shape)}")
+    g = resolve_gain(gain, activation, sigma_b, owner="orthogonal_")
     rows, cols = tensor.shape[0], math.prod(tensor.shape[1:])
     with torch.no_grad():
         w = haar_orthogonal(rows, cols, tensor, generator) * g

@@ -105,14 +105,16 @@ def test_user_set_ckpt_path_skips_the_draw(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        ({"scheme": "xavier"}, ConfigurationError, "scheme: expected one of .* got 'xavier'"),
-        ({"gain": "crit"}, ConfigurationError, "gain: expected a number or 'critical', got 'crit'"),
-        ({"seed": -1}, ConfigurationError, "seed: expected None or an int >= 0, got -1"),
-        ({"seed": 1.5}, ConfigurationError, "seed: expected None or an int >= 0, got 1.5"),
-        ({"log_key": ""}, ConfigurationError, "log_key: expected a non-empty string"),
+        ({"scheme": "xavier"}, ConfigurationError, "OrthogonalInit: scheme must be one of .* got 'xavier'"),
+        ({"gain": "crit"}, ConfigurationError, "OrthogonalInit: gain must be a finite number or 'critical', got 'crit'"),
+        ({"seed": -1}, ConfigurationError, "OrthogonalInit: seed must be an integer >= 0 or None, got -1"),
+        ({"seed": 1.5}, ConfigurationError, "OrthogonalInit: seed must be an integer >= 0 or None, got 1.5"),
+        ({"input_batch_size": 0}, ConfigurationError, "OrthogonalInit: input_batch_size must be an integer >= 1, got 0"),
+        ({"log_key": ""}, ConfigurationError, "OrthogonalInit: log_key must be a non-empty string, got ''"),
         ({"gain": "critical", "activation": "relu", "sigma_b": 0.1}, NoCriticalPointError, r"q\* diverges"),
     ],
-    ids=["scheme", "gain", "seed-negative", "seed-float", "log_key", "no-critical-point"],
+    ids=["scheme", "gain", "seed-negative", "seed-float", "input_batch_size", "log_key",
+         "no-critical-point"],
 )
 def test_misconfiguration_fails_at_construction(kwargs, error, match):
     with pytest.raises(error, match=match):

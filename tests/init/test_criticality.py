@@ -31,8 +31,8 @@ def test_critical_gain_is_the_critical_sigma_w():
 @pytest.mark.parametrize(
     "gain,match",
     [
-        ("critic", "gain: expected a number or 'critical', got 'critic'"),
-        (None, "gain: expected a finite number or 'critical', got None"),
+        ("critic", "resolve_gain: gain must be a finite number or 'critical', got 'critic'"),
+        (None, "resolve_gain: gain must be a finite number or 'critical', got None"),
     ],
     ids=["bad-gain-string", "gain-none"],
 )

@@ -45,7 +45,7 @@ def test_identity_conv_is_the_centre_tap_identity():
 
 
 def test_bad_shapes():
-    with pytest.raises(ShapeError, match=r"gaussian_ needs a tensor with >= 2 dims, got shape \(3,\)"):
+    with pytest.raises(ShapeError, match=r"gaussian_: tensor must have >= 2 dims, got shape \(3,\)"):
         gaussian_(torch.empty(3))
     with pytest.raises(ShapeError, match="odd kernel sizes"):
         identity_(torch.empty(3, 3, 2, 2))

@@ -147,13 +147,13 @@ class _Scale(nn.Module):
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        ({"scheme": "kaiming"}, ConfigurationError, r"scheme: expected one of \['delta_orthogonal', 'gaussian', 'glorot_normal', 'glorot_uniform', 'identity', 'orthogonal'\] .* got 'kaiming'"),
-        ({"fallback": "zeros"}, ConfigurationError, "fallback: expected one of .* got 'zeros'"),
-        ({"sigma_b": -1.0}, ConfigurationError, "sigma_b: expected a finite number >= 0, got -1.0"),
-        ({"sigma_b": math.inf}, ConfigurationError, "sigma_b: expected a finite number >= 0, got inf"),
+        ({"scheme": "kaiming"}, ConfigurationError, r"initialize: scheme must be one of \['delta_orthogonal', 'gaussian', 'glorot_normal', 'glorot_uniform', 'identity', 'orthogonal'\] or a callable .* got 'kaiming'"),
+        ({"fallback": "zeros"}, ConfigurationError, "initialize: fallback must be one of .* got 'zeros'"),
+        ({"sigma_b": -1.0}, ConfigurationError, "initialize: sigma_b must be a finite number >= 0, got -1.0"),
+        ({"sigma_b": math.inf}, ConfigurationError, "initialize: sigma_b must be a finite number >= 0, got inf"),
         ({"activation": "swish", "gain": "critical"}, ConfigurationError, "unknown activation 'swish'"),
         ({"include": "encoder.*"}, SelectionError, r"include pattern\(s\) \['encoder.\*'\] match no module"),
-        ({"recurrent": "ih"}, ConfigurationError, r"recurrent: expected one of \('hh', 'all'\), got 'ih'"),
+        ({"recurrent": "ih"}, ConfigurationError, r"initialize: recurrent must be one of \['hh', 'all'\], got 'ih'"),
     ],
     ids=["scheme", "fallback", "sigma_b", "sigma_b-inf", "activation", "include", "recurrent"],
 )

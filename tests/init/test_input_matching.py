@@ -97,12 +97,12 @@ def test_conv_and_recurrent_input_layers_are_matched():
     [
         ({"gain": "critical", "input_q": "match"}, "input_q='match' needs the data's scale"),
         ({"gain": 1.0, "input_q": "match", "inputs": 1.0}, "needs gain='critical'"),
-        ({"gain": "critical", "input_q": "yes", "inputs": 1.0}, r"input_q: expected one of \(None, 'match'\)"),
+        ({"gain": "critical", "input_q": "yes", "inputs": 1.0}, r"initialize: input_q must be one of \[None, 'match'\], got 'yes'"),
         ({"gain": "critical", "input_q": "match", "inputs": -1.0}, "finite and > 0"),
-        ({"gain": 1.0, "q_star": 0.1}, "q_star: only used with gain='critical'"),
-        ({"gain": 0.0}, r"gain: expected a number > 0 or 'critical', got 0.0"),
-        ({"gain": -1.5}, r"gain: expected a number > 0 or 'critical', got -1.5"),
-        ({"rest": "tf"}, r"rest: expected one of \('keep', 'keras'\)"),
+        ({"gain": 1.0, "q_star": 0.1}, "initialize: q_star is only used with gain='critical'"),
+        ({"gain": 0.0}, r"initialize: gain must be a number > 0 or 'critical' \(0 makes every weight zero, .*\), got 0.0"),
+        ({"gain": -1.5}, r"initialize: gain must be a number > 0 or 'critical' \(.* a negative gain flips their sign\), got -1.5"),
+        ({"rest": "tf"}, r"initialize: rest must be one of \['keep', 'keras'\], got 'tf'"),
     ],
     ids=["no-inputs", "not-critical", "bad-input_q", "bad-moment", "q_star-without-critical",
          "zero-gain", "negative-gain", "bad-rest"],
@@ -120,5 +120,5 @@ def test_recurrent_hh_cannot_match_the_input_matrix():
 
 def test_a_bad_gain_is_named_before_a_q_star_conflict():
     # the recipe sets q_star; overriding gain=-1 must say the gain is wrong
-    with pytest.raises(ConfigurationError, match=r"gain: expected a number > 0 or 'critical', got -1"):
+    with pytest.raises(ConfigurationError, match=r"initialize: gain must be a number > 0 or 'critical' .*, got -1$"):
         initialize(_mlp(2, 8, 4), gain=-1, q_star=1 / 64)

@@ -101,9 +101,9 @@ def test_works_on_a_parameter_without_grad_tracking():
 @pytest.mark.parametrize(
     "tensor,gain,error,match",
     [
-        (torch.empty(5), 1.0, ShapeError, r"orthogonal_ needs a tensor with >= 2 dims, got shape \(5,\)"),
-        (torch.empty(3, 3), "crit", ConfigurationError, "gain: expected a number or 'critical', got 'crit'"),
-        (torch.empty(3, 3), math.nan, ConfigurationError, "gain: expected a finite number"),
+        (torch.empty(5), 1.0, ShapeError, r"orthogonal_: tensor must have >= 2 dims, got shape \(5,\)"),
+        (torch.empty(3, 3), "crit", ConfigurationError, "orthogonal_: gain must be a finite number or 'critical', got 'crit'"),
+        (torch.empty(3, 3), math.nan, ConfigurationError, "orthogonal_: gain must be a finite number or 'critical', got nan"),
     ],
     ids=["1d", "bad-string", "nan"],
 )
