@@ -8,7 +8,8 @@ Rows (each the best of ``--repeats`` timed runs after one warm-up):
   generic torch.func fallback, vs nngeometry's ``FIM(..., FMatDense)`` Gram;
 - trace: ours (exact, structured diagonal) vs BackPACK ``DiagGGNExact``;
 - top-10: ours (Lanczos on the dual operator) vs curvlinops ``GGNLinearOperator`` + scipy
-  ``eigsh`` at the same tolerance, at N = 64 and N = 2048 (N*C = 20,480: no dense Gram).
+  ``eigsh`` at the same tolerance, at N = 64 and N = 2048 (N*C = 20,480: no dense Gram), in
+  interleaved rounds (ours, curvlinops, ours, ...; best of ``--repeats``).
 
 The true Fisher of a softmax output is the GGN of the cross-entropy (H = diag(p) - p p^T does
 not depend on the labels), so the peers get random labels and mean reduction.
@@ -86,6 +87,18 @@ def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
         t, out = timed_call(fn, DEVICE["device"], CLOCK["clock"])
         times.append(t)
     return min(times), out
+
+
+def interleaved(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, object]]:
+    """Each of ``fns`` warmed up once, then ``repeats`` rounds timing each in turn (so a load
+    change on a shared machine hits both sides alike); (best time, last output) per function."""
+    outs = [fn() for fn in fns]
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t, outs[i] = timed_call(fn, DEVICE["device"], CLOCK["clock"])
+            times[i].append(t)
+    return [(min(ts), out) for ts, out in zip(times, outs)]
 
 
 def per_sample_jacobian_route(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -344,16 +357,14 @@ def run_topk(model, x, y, args, add) -> None:
     for n in (64, args.big_n):
         xb = x if n == 64 else torch.randn(n, 784).to(x.device)
         yb = y if n == 64 else torch.randint(0, 10, (n,)).to(x.device)
-        t_l, top = best_of(
-            lambda xb=xb: fisher_eigenvalues(model, xb, method="lanczos", k=10, tol=args.tol),
-            args.repeats if n == 64 else 1,
-        )
+        fns = [lambda xb=xb: fisher_eigenvalues(model, xb, method="lanczos", k=10, tol=args.tol)]
+        if have("curvlinops"):  # interleaved rounds: ours, curvlinops, ours, ...
+            fns.append(lambda xb=xb, yb=yb: curvlinops_topk(peer, xb, yb, 10, args.tol))
+        timed = interleaved(fns, args.repeats)
+        t_l, top = timed[0]
         add((f"top-10 N={n}", f"ortho_lightning Lanczos (dual, tol {args.tol:g})", t_l, None, ""))
         if have("curvlinops"):
-            t, cl = best_of(
-                lambda xb=xb, yb=yb: curvlinops_topk(peer, xb, yb, 10, args.tol),
-                args.repeats if n == 64 else 1,
-            )
+            t, cl = timed[1]
             add(
                 (
                     f"top-10 N={n}",
