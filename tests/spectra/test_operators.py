@@ -39,3 +39,24 @@ def test_dual_products_match_the_gram(kind, likelihood):
     u = torch.randn(op.shape[0], 2)
     torch.testing.assert_close(op @ u, gram @ u)
     torch.testing.assert_close(op @ u[:, 0], gram @ u[:, 0])
+
+
+@pytest.mark.parametrize("cls", [FisherOperator, DualFisherOperator])
+def test_operators_share_the_linear_operator_checks(cls):
+    # issue 18: one interface (shape, dtype, device, @) with operands checked by name and shape
+    from ortho_lightning.exceptions import ShapeError
+    from ortho_lightning.spectra import LinearOperator
+
+    model, x = build("mlp")
+    op = cls(model, x)
+    size = op.shape[0]
+    assert isinstance(op, LinearOperator) and op.shape == (size, size)
+    assert op.dtype == torch.float64 and op.device == torch.device("cpu")
+    with pytest.raises(ShapeError, match=rf"^{cls.__name__}: the operand must be a tensor of shape "
+                       rf"\({size},\) or \({size}, m\), got torch.Size\(\[{size + 1}\]\)$"):
+        op @ torch.zeros(size + 1)
+    with pytest.raises(ShapeError, match=rf"^{cls.__name__}: the operand must be a tensor of shape "
+                       rf"\({size}, m\), got torch.Size\(\[{size}\]\)$"):
+        op.matmat(torch.zeros(size))
+    with pytest.raises(ShapeError, match="must be torch.float64 on cpu, got 'torch.float32 on cpu'"):
+        op.matvec(torch.zeros(size, dtype=torch.float32))
