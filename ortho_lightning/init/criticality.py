@@ -20,6 +20,7 @@ Gain = float | Literal["critical"]
 #: names this module re-exports from :mod:`ortho_lightning.theory.criticality` on first access
 LAZY = ("CriticalPoint", "critical_point")
 
+
 def __getattr__(name: str) -> Any:
     """``CriticalPoint`` / ``critical_point`` from theory, imported when first asked for."""
     if name in LAZY:
