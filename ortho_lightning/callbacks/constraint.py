@@ -50,7 +50,7 @@ from ortho_lightning.constraints.penalties import block_defects
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
 from ortho_lightning.matrices import RECURRENT_CHOICES
 from ortho_lightning.selection import ModuleSelector
-from ortho_lightning.validation import check_bool, check_choice, check_int
+from ortho_lightning.validation import check_bool, check_choice, check_int, renamed_argument
 
 
 class CachedParametrizations:
@@ -84,7 +84,8 @@ class OrthogonalConstraint(Callback):
     values in ``[1 - relax, 1 + relax]``) during ``fit``.
 
     Args:
-        targets: module name patterns (``fnmatch``) to include; ``None``: every module of ``types``.
+        include: module name patterns (``fnmatch``) to include; ``None``: every module of
+            ``types``. (``targets=`` is its deprecated name, until 0.3.0.)
         exclude: name patterns to leave out.
         types: module classes to consider (default: Linear, ConvNd, RNN/LSTM/GRU and cells).
         gain: the modules see ``gain * Q``.
@@ -111,7 +112,7 @@ class OrthogonalConstraint(Callback):
 
     def __init__(
         self,
-        targets: str | Sequence[str] | None = None,
+        include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         types: Sequence[type[nn.Module]] | None = None,
         *,
@@ -125,8 +126,10 @@ class OrthogonalConstraint(Callback):
         remove_at_fit_end: bool = False,
         cache: bool = True,
         log_every_n_steps: int | None = 50,
+        targets: str | Sequence[str] | None = None,
     ) -> None:
         owner = type(self).__name__
+        include = renamed_argument(owner, "targets", "include", targets, include)
         #: the checked constraint options, passed to every ``orthogonalize`` call
         self.config = ConstraintConfig(
             gain=gain, triv=triv, relax=relax, manifold=manifold, init=init, owner=owner
@@ -136,7 +139,7 @@ class OrthogonalConstraint(Callback):
         check_int(owner, "log_every_n_steps", log_every_n_steps, 1, optional=True)
         check_bool(owner, "remove_at_fit_end", remove_at_fit_end)
         check_bool(owner, "cache", cache)
-        self.selector = ModuleSelector.build(targets, exclude, types)
+        self.selector = ModuleSelector.build(include, exclude, types)
         self.recurrent = recurrent
         self.update_base_every_n_steps = update_base_every_n_steps
         self.remove_at_fit_end = remove_at_fit_end
@@ -190,7 +193,7 @@ class OrthogonalConstraint(Callback):
                 raise ConfigurationError(
                     f"OrthogonalConstraint: '{f'{name}.' if name else ''}{tensor}' is already "
                     "constrained (by another OrthogonalConstraint or by orthogonalize()); a weight "
-                    "takes one constraint: make the callbacks' targets/exclude select disjoint "
+                    "takes one constraint: make the callbacks' include/exclude select disjoint "
                     "weights, or call remove_orthogonalization first"
                 )
         for name, module, tensor in entries:

@@ -1,21 +1,21 @@
-"""``OrthogonalRegularizer``: the soft half. Adds ``weight * penalty`` to the training objective
+"""``OrthogonalRegularizer``: the soft half. Adds ``coefficient * penalty`` to the training objective
 (:func:`ortho_lightning.constraints.total_penalty` over the selected matrix blocks, gate blocks of
 recurrent weights on their own), and optionally projects the weights back onto ``gain`` times the
 Stiefel manifold every so many steps.
 
-Mechanism, and why it equals adding ``weight * penalty`` to every training loss by hand: a
+Mechanism, and why it equals adding ``coefficient * penalty`` to every training loss by hand: a
 callback cannot change the loss, so the penalty's gradient is added to ``.grad`` in
 ``on_before_optimizer_step``. That hook runs once per optimizer step, after the closure, so by then
 
 - gradient accumulation is complete: Lightning divides each micro-batch loss by
-  ``accumulate_grad_batches``, so ``k`` micro-batches of ``loss_i / k + weight * penalty / k`` sum
-  to the data gradient plus exactly one ``weight * grad(penalty)`` (the weights do not change
+  ``accumulate_grad_batches``, so ``k`` micro-batches of ``loss_i / k + coefficient * penalty / k`` sum
+  to the data gradient plus exactly one ``coefficient * grad(penalty)`` (the weights do not change
   between micro-batches) -- which is what we add, once. When an epoch ends inside an
   accumulation window of ``m < k`` micro-batches, Lightning steps with ``m`` losses each still
   divided by ``k``; the by-hand penalty is then ``m / k`` of itself, and so is ours (the
   micro-batches are counted in ``on_after_backward``);
 - DDP has all-reduced (averaged) the data gradients; the weights, hence the penalty gradient,
-  are identical on every rank, so the by-hand average over ranks of ``weight * grad(penalty)`` is
+  are identical on every rank, so the by-hand average over ranks of ``coefficient * grad(penalty)`` is
   that same value, added locally on each rank, and never averaged twice;
 - with ``16-mixed`` the GradScaler has already unscaled the gradients (Lightning unscales before
   this hook), so the penalty gradient is added at its true scale and is not unscaled again; with
@@ -59,19 +59,23 @@ from ortho_lightning.constraints.projection import PROJECTIONS, project_orthogon
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
 from ortho_lightning.matrices import RECURRENT_CHOICES, matrix_blocks
 from ortho_lightning.selection import ModuleSelector
-from ortho_lightning.validation import check_choice, check_int, check_number
+from ortho_lightning.validation import check_choice, check_int, check_number, fail, renamed_argument
 
 
 class OrthogonalRegularizer(Callback):
-    """Soft orthogonality: ``weight * penalty`` added to the objective (see the module docstring).
+    """Soft orthogonality: ``coefficient * penalty`` added to the objective (see the module
+    docstring).
 
     Args:
-        weight: ``lam >= 0``; 0 with ``project_every_n_steps`` gives pure periodic projection.
+        coefficient: ``lam >= 0``; 0 with ``project_every_n_steps`` gives pure periodic
+            projection. (``weight=`` is its deprecated name, until 0.3.0.)
         gain: the scale the weights are pulled to: ``W^T W = gain^2 I``.
         kind: ``"frobenius"``, ``"srip"``, ``"all_ones"`` or a callable ``f(W, gain)``
             (:func:`ortho_lightning.constraints.orthogonality_penalty`).
         reduction: ``"mean"`` or ``"sum"`` over Gram entries, per block; blocks are summed.
-        targets, exclude, types: the module selection (:mod:`ortho_lightning.selection`).
+        include, exclude, types: the module selection (:mod:`ortho_lightning.selection`);
+            ``include``: name patterns (``fnmatch``), ``None`` every module of ``types``.
+            (``targets=`` is the deprecated name of ``include``, until 0.3.0.)
         recurrent: ``"hh"`` (hidden-to-hidden matrices of RNN/LSTM/GRU only) or ``"all"``.
         project_every_n_steps: project the selected blocks onto ``gain`` times the Stiefel
             manifold after every n-th optimizer step (``None``: never).
@@ -81,36 +85,43 @@ class OrthogonalRegularizer(Callback):
 
     def __init__(
         self,
-        weight: float,
+        coefficient: float | None = None,
         gain: float = 1.0,
         kind: str | Callable[[Tensor, float], Tensor] = "frobenius",
         reduction: str = "mean",
-        targets: str | Sequence[str] | None = None,
+        include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         types: Sequence[type[nn.Module]] | None = None,
         recurrent: str = "hh",
         project_every_n_steps: int | None = None,
         project_method: str = "polar",
         log_every_n_steps: int | None = 50,
+        *,
+        weight: float | None = None,
+        targets: str | Sequence[str] | None = None,
     ) -> None:
         owner = type(self).__name__
-        weight = check_number(owner, "weight", weight, minimum=0)
+        coefficient = renamed_argument(owner, "weight", "coefficient", weight, coefficient)
+        include = renamed_argument(owner, "targets", "include", targets, include)
+        if coefficient is None:
+            fail(owner, "coefficient", "a finite number >= 0", coefficient)
+        coefficient = check_number(owner, "coefficient", coefficient, minimum=0)
         gain = check_number(owner, "gain", gain, positive=True)
         check_penalty_kind(kind, reduction, owner)
         check_choice(owner, "recurrent", recurrent, RECURRENT_CHOICES)
         check_int(owner, "project_every_n_steps", project_every_n_steps, 1, optional=True)
         check_choice(owner, "project_method", project_method, sorted(PROJECTIONS))
         check_int(owner, "log_every_n_steps", log_every_n_steps, 1, optional=True)
-        if weight == 0 and project_every_n_steps is None:
+        if coefficient == 0 and project_every_n_steps is None:
             raise ConfigurationError(
-                f"{owner}: weight=0 without project_every_n_steps does nothing; give weight > 0 "
-                "or a projection cadence"
+                f"{owner}: coefficient=0 without project_every_n_steps does nothing; give "
+                "coefficient > 0 or a projection cadence"
             )
-        self.weight = weight
+        self.coefficient = coefficient
         self.gain = gain
         self.kind = kind
         self.reduction = reduction
-        self.selector = ModuleSelector.build(targets, exclude, types)
+        self.selector = ModuleSelector.build(include, exclude, types)
         self.recurrent = recurrent
         self.project_every_n_steps = project_every_n_steps
         self.project_method = project_method
@@ -121,6 +132,11 @@ class OrthogonalRegularizer(Callback):
         self._leaves: list[torch.nn.Parameter] = []
         #: the last unweighted penalty (0-d tensor), ``None`` before the first step
         self.last_penalty: Tensor | None = None
+
+    @property
+    def weight(self) -> float:
+        """Deprecated name of :attr:`coefficient` (read-only, until 0.3.0)."""
+        return self.coefficient
 
     @property
     @override
@@ -166,7 +182,7 @@ class OrthogonalRegularizer(Callback):
         self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
     ) -> None:
         micro_batches, self._backwards = self._backwards, 0
-        if not self._entries or self.weight == 0:
+        if not self._entries or self.coefficient == 0:
             return
         # fraction of a full accumulation window this step saw (1 except at an epoch's end)
         scale = min(micro_batches, trainer.accumulate_grad_batches) / trainer.accumulate_grad_batches
@@ -176,7 +192,7 @@ class OrthogonalRegularizer(Callback):
             return
         with torch.enable_grad():
             value = self.penalty()
-            grads = torch.autograd.grad(self.weight * scale * value, params, allow_unused=True)
+            grads = torch.autograd.grad(self.coefficient * scale * value, params, allow_unused=True)
         for p, g in zip(params, grads):
             if g is None:
                 continue

@@ -1,6 +1,6 @@
 """Soft orthogonality: differentiable penalties and a scale-free defect for logging.
 
-All functions act on the matrix view ``W.flatten(1)`` of shape ``(rows, cols)`` and use the Gram
+All functions act on the matrix view ``W = tensor.flatten(1)`` of shape ``(rows, cols)`` and use the Gram
 matrix on its *smaller* side, ``G = W^T W`` when ``rows >= cols`` (columns orthonormal), else
 ``W W^T`` (rows orthonormal), so a rectangular matrix is measured against the Stiefel manifold it
 can actually reach. With ``n = min(rows, cols)`` and ``D = G / gain^2 - I_n``:
@@ -16,7 +16,10 @@ all_ones   ``sum/mean((G / gain^2 - 1)**2)``: subtracts 1 from     the public no
            entries are pushed to 1, not 0)                       numbers; not orthogonality
 ========== ==================================================== ==========================
 
-``kind`` may also be a callable ``f(W, gain) -> scalar`` (escape hatch).
+``kind`` may also be a callable ``f(tensor, gain) -> scalar`` (escape hatch).
+
+The tensor argument is ``tensor`` (as in ``torch.nn.init``); ``W=`` is its deprecated name
+(until 0.3.0).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 
 from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.matrices import matrix_blocks
-from ortho_lightning.validation import check_choice, check_number, fail
+from ortho_lightning.validation import check_choice, check_number, fail, renamed_kwargs
 
 __all__ = [
     "PENALTIES",
@@ -44,18 +47,18 @@ REDUCTIONS = ("mean", "sum")
 SRIP_ITERATIONS = 10
 
 
-def _matrix(W: Tensor, what: str) -> Tensor:
-    if not isinstance(W, Tensor):
-        raise ShapeError(f"{what}: expected a tensor, got {type(W).__name__}")
-    if W.dim() < 2:
-        raise ShapeError(f"{what}: expected a matrix (>= 2-d tensor), got shape {tuple(W.shape)}")
-    return W.flatten(1)
+def _matrix(tensor: Tensor, owner: str) -> Tensor:
+    if not isinstance(tensor, Tensor) or tensor.dim() < 2:
+        got = f"shape {tuple(tensor.shape)}" if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise ShapeError(f"{owner}: tensor must be a matrix (>= 2-d tensor), got {got}")
+    return tensor.flatten(1)
 
 
-def gram(W: Tensor, gain: float = 1.0) -> Tensor:
-    """``W^T W / gain^2`` on the smaller side of ``W.flatten(1)``: an ``(n, n)`` tensor,
+@renamed_kwargs(W="tensor")
+def gram(tensor: Tensor, gain: float = 1.0) -> Tensor:
+    """``W^T W / gain^2`` on the smaller side of ``W = tensor.flatten(1)``: an ``(n, n)`` tensor,
     ``n = min(rows, cols)``."""
-    M = _matrix(W, "gram")
+    M = _matrix(tensor, "gram")
     gain = check_number("gram", "gain", gain, positive=True)
     G = M.mT @ M if M.shape[0] >= M.shape[1] else M @ M.mT
     return G / gain**2
@@ -111,42 +114,47 @@ def check_penalty_kind(
     check_choice(owner, "reduction", reduction, REDUCTIONS)
 
 
+@renamed_kwargs(W="tensor")
 def orthogonality_penalty(
-    W: Tensor,
+    tensor: Tensor,
     gain: float = 1.0,
     kind: str | Callable[[Tensor, float], Tensor] = "frobenius",
     reduction: str = "mean",
     n_iter: int = SRIP_ITERATIONS,
 ) -> Tensor:
-    """Soft orthogonality penalty of ``W`` at scale ``gain`` (see the module table).
+    """Soft orthogonality penalty of ``W = tensor.flatten(1)`` at scale ``gain`` (see the module
+    table).
 
     Args:
-        W: a matrix, or a tensor viewed as ``W.flatten(1)`` (conv kernels: (out, in*k*k)).
+        tensor: a matrix, or a tensor viewed as ``tensor.flatten(1)`` (conv kernels:
+            (out, in*k*k)).
         gain: the scale the weights should sit at: zero penalty iff ``W^T W = gain^2 I`` (on
             the smaller side).
-        kind: ``"frobenius"``, ``"srip"``, ``"all_ones"`` or a callable ``f(W, gain)``.
+        kind: ``"frobenius"``, ``"srip"``, ``"all_ones"`` or a callable
+            ``f(tensor, gain)``.
         reduction: ``"mean"`` over the Gram entries or ``"sum"`` (ignored by ``srip``, which is
             one number).
         n_iter: power iterations for ``srip``.
 
     Returns:
-        A 0-d tensor, differentiable in ``W``, of ``W``'s dtype and device.
+        A 0-d tensor, differentiable in ``tensor``, of its dtype and device.
     """
     check_penalty_kind(kind, reduction)
     if callable(kind):
-        return kind(W, gain)
+        return kind(tensor, gain)
     gain = check_number("orthogonality_penalty", "gain", gain, positive=True)
-    return PENALTIES[kind](W, gain, reduction, int(n_iter))
+    return PENALTIES[kind](tensor, gain, reduction, int(n_iter))
 
 
-def orthogonality_defect(W: Tensor, gain: float = 1.0) -> Tensor:
+@renamed_kwargs(W="tensor")
+def orthogonality_defect(tensor: Tensor, gain: float = 1.0) -> Tensor:
     """Scale-free distance from ``gain`` times a Stiefel matrix:
     ``||W^T W / gain^2 - I||_F / sqrt(n)``, ``n = min(rows, cols)``.
 
     0 for ``gain * Q`` with orthonormal ``Q``; 1 when every singular value is ``sqrt(2) * gain``
     or 0. Returns a 0-d tensor.
     """
-    G = gram(W, gain)
+    G = gram(tensor, gain)
     D = G - torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     return torch.linalg.matrix_norm(D) / G.shape[0] ** 0.5
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ortho_lightning.exceptions import ShapeError
-from ortho_lightning.validation import check_choice, check_number
+from ortho_lightning.validation import check_choice, check_number, renamed_kwargs
 
 __all__ = ["PROJECTIONS", "polar_factor", "bjorck_factor", "project_orthogonal_"]
 
@@ -57,25 +57,27 @@ def bjorck_factor(M: Tensor, n_iter: int = 50, tol: float | None = None) -> Tens
 PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"polar": polar_factor, "bjorck": bjorck_factor}
 
 
+@renamed_kwargs(W="tensor")
 @torch.no_grad()
-def project_orthogonal_(W: Tensor, gain: float = 1.0, method: str = "polar") -> Tensor:
-    """Replace ``W`` (viewed as ``W.flatten(1)``) in place by ``gain`` times its orthogonal polar
-    factor, the nearest point of the scaled Stiefel manifold.
+def project_orthogonal_(tensor: Tensor, gain: float = 1.0, method: str = "polar") -> Tensor:
+    """Replace ``tensor`` (viewed as ``tensor.flatten(1)``) in place by ``gain`` times its
+    orthogonal polar factor, the nearest point of the scaled Stiefel manifold.
 
     Args:
-        W: a >= 2-d tensor (a parameter, or a view of one such as a gate block).
+        tensor: a >= 2-d tensor (a parameter, or a view of one such as a gate block); ``W=`` is
+            its deprecated name (until 0.3.0).
         gain: the scale: afterwards ``W^T W = gain^2 I`` on the smaller side.
         method: ``"polar"`` (SVD) or ``"bjorck"`` (iterative, matmuls only).
 
     Returns:
-        ``W`` itself.
+        ``tensor`` itself.
     """
-    if not isinstance(W, Tensor) or W.dim() < 2:
-        shape = tuple(W.shape) if isinstance(W, Tensor) else type(W).__name__
-        raise ShapeError(f"project_orthogonal_: expected a >= 2-d tensor, got {shape}")
+    if not isinstance(tensor, Tensor) or tensor.dim() < 2:
+        got = f"shape {tuple(tensor.shape)}" if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise ShapeError(f"project_orthogonal_: tensor must be a >= 2-d tensor, got {got}")
     check_choice("project_orthogonal_", "method", method, sorted(PROJECTIONS))
     gain = check_number("project_orthogonal_", "gain", gain, positive=True)
-    M = W.flatten(1)
+    M = tensor.flatten(1)
     work = M.to(torch.promote_types(M.dtype, torch.float32))
-    W.copy_((gain * PROJECTIONS[method](work)).to(W.dtype).view_as(W))
-    return W
+    tensor.copy_((gain * PROJECTIONS[method](work)).to(tensor.dtype).view_as(tensor))
+    return tensor

@@ -67,7 +67,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small matrices: threads on
 def test_fit_keeps_recurrent_and_linear_weights_orthogonal(tmp_path):
     model = TinyRNN().double()
     start = model.rnn.weight_hh_l0.detach().clone()
-    cb = OrthogonalConstraint(targets=["rnn", "encoder"], gain=1.3, log_every_n_steps=10)
+    cb = OrthogonalConstraint(include=["rnn", "encoder"], gain=1.3, log_every_n_steps=10)
     trainer = make_trainer(tmp_path, [cb], max_steps=200, precision="64-true")
     trainer.fit(model, loader())
     W_hh = model.rnn.weight_hh_l0.detach()
@@ -82,7 +82,7 @@ def test_fit_keeps_recurrent_and_linear_weights_orthogonal(tmp_path):
 
 def test_checkpoint_is_plain_and_resume_is_exact(tmp_path):
     def callback():
-        return OrthogonalConstraint(targets="rnn", gain=0.9, update_base_every_n_steps=3, log_every_n_steps=None)
+        return OrthogonalConstraint(include="rnn", gain=0.9, update_base_every_n_steps=3, log_every_n_steps=None)
 
     kwargs = dict(precision="64-true", max_epochs=3, limit_val_batches=0)
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def test_checkpoint_is_plain_and_resume_is_exact(tmp_path):
 def _fit_and_save(tmp_path):
     """Three constrained steps of a TinyRNN, saved to ``tmp_path / "k.ckpt"``; returns the model."""
     model = TinyRNN()
-    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=3)
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(include="rnn")], max_steps=3)
     trainer.fit(model, loader())
     trainer.save_checkpoint(tmp_path / "k.ckpt")
     return model
@@ -124,7 +124,7 @@ def _fit_and_save(tmp_path):
 def test_resumed_optimizer_state_matches_parameters(tmp_path):
     _fit_and_save(tmp_path)
     resumed = TinyRNN()
-    t2 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")], max_steps=4)
+    t2 = make_trainer(tmp_path, [OrthogonalConstraint(include="rnn")], max_steps=4)
     t2.fit(resumed, loader(), ckpt_path=tmp_path / "k.ckpt")
     opt = t2.optimizers[0]
     original = resumed.rnn.parametrizations.weight_hh_l0.original
@@ -139,7 +139,7 @@ def test_cache_gives_the_same_training_as_no_cache(tmp_path, accumulate):
     for cache in (False, True):
         torch.manual_seed(0)
         model = TinyRNN().double()
-        cb = OrthogonalConstraint(targets="rnn", cache=cache, log_every_n_steps=None)
+        cb = OrthogonalConstraint(include="rnn", cache=cache, log_every_n_steps=None)
         make_trainer(
             tmp_path, [cb], max_steps=4, precision="64-true", accumulate_grad_batches=accumulate
         ).fit(model, loader())
@@ -155,8 +155,8 @@ def test_mixed_precision_keeps_float32_weights_orthogonal(tmp_path, precision):
     model = TinyRNN()
     start = [model.rnn.weight_hh_l0.detach().clone(), model.encoder.weight.detach().clone()]
     callbacks = [
-        OrthogonalConstraint(targets="rnn", relax=0.2, gain=2.0),
-        OrthogonalConstraint(targets="encoder", gain=1.5),
+        OrthogonalConstraint(include="rnn", relax=0.2, gain=2.0),
+        OrthogonalConstraint(include="encoder", gain=1.5),
     ]
     make_trainer(tmp_path, callbacks, max_steps=30, precision=precision).fit(model, loader())
     W, V = model.rnn.weight_hh_l0.detach(), model.encoder.weight.detach()
@@ -171,7 +171,7 @@ def test_mixed_precision_keeps_float32_weights_orthogonal(tmp_path, precision):
 def test_bf16_true_trains_half_precision_weights_on_the_manifold(tmp_path, triv):
     model = TinyRNN()
     start = model.rnn.weight_hh_l0.detach().clone()
-    cb = OrthogonalConstraint(targets="rnn", gain=1.5, triv=triv)
+    cb = OrthogonalConstraint(include="rnn", gain=1.5, triv=triv)
     make_trainer(tmp_path, [cb], max_steps=20, precision="bf16-true").fit(model, loader())
     W = model.rnn.weight_hh_l0.detach()
     assert W.dtype == torch.bfloat16
@@ -181,7 +181,7 @@ def test_bf16_true_trains_half_precision_weights_on_the_manifold(tmp_path, triv)
 
 def test_remove_at_fit_end_leaves_a_plain_model_and_validate_works(tmp_path):
     model = TinyRNN()
-    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn", remove_at_fit_end=True)], max_steps=5)
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(include="rnn", remove_at_fit_end=True)], max_steps=5)
     trainer.fit(model, loader(), loader())
     assert type(model.rnn) is nn.RNN and not parametrize.is_parametrized(model)
     assert gram_error(model.rnn.weight_hh_l0.detach(), 1.0) < 1e-5
@@ -193,20 +193,20 @@ def test_remove_at_fit_end_leaves_a_plain_model_and_validate_works(tmp_path):
 def test_validate_from_checkpoint_loads_plain_weights_into_plain_model(tmp_path):
     model = _fit_and_save(tmp_path)
     fresh = TinyRNN()
-    t2 = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn")])
+    t2 = make_trainer(tmp_path, [OrthogonalConstraint(include="rnn")])
     t2.validate(fresh, loader(), ckpt_path=tmp_path / "k.ckpt")
     assert not parametrize.is_parametrized(fresh.rnn)
     torch.testing.assert_close(fresh.rnn.weight_hh_l0, model.rnn.weight_hh_l0.detach())
 
 
 def test_pickle_round_trip():
-    cb = OrthogonalConstraint(targets=["rnn"], gain=1.5, relax=0.1)
+    cb = OrthogonalConstraint(include=["rnn"], gain=1.5, relax=0.1)
     clone = pickle.loads(pickle.dumps(cb))
     assert clone.gain == 1.5 and clone.relax == 0.1 and clone.state_key == cb.state_key
 
 
 def test_selection_of_nothing_is_an_error(tmp_path):
-    cb = OrthogonalConstraint(targets="rnn", types=[nn.Conv2d])
+    cb = OrthogonalConstraint(include="rnn", types=[nn.Conv2d])
     with pytest.raises(SelectionError, match="include pattern"):
         make_trainer(tmp_path, [cb], max_steps=1).fit(TinyRNN(), loader())
 
@@ -280,7 +280,30 @@ def test_orthogonal_init_then_constraint_keeps_the_init_and_its_gain(tmp_path):
                  max_steps=1).fit(plain, loader())
     both = TinyRNN()
     seen = _WeightsAtFitStart()
-    callbacks = [OrthogonalInit(gain=gain, seed=3, include="rnn"), OrthogonalConstraint(targets="rnn", gain=gain), seen]
+    callbacks = [OrthogonalInit(gain=gain, seed=3, include="rnn"), OrthogonalConstraint(include="rnn", gain=gain), seen]
     make_trainer(tmp_path, callbacks, max_steps=1).fit(both, loader())
     assert gram_error(seen_plain.weight_hh, gain) < 1e-5  # the init is gain * orthogonal ...
     torch.testing.assert_close(seen.weight_hh, seen_plain.weight_hh, rtol=0, atol=1e-5)  # ... and kept
+
+
+def _setup(cb, model):
+    """``setup("fit")`` with a bare trainer (no logger): registers the parametrizations."""
+    from types import SimpleNamespace
+
+    cb.setup(SimpleNamespace(loggers=[], global_rank=0), model, "fit")
+    return model
+
+
+def test_targets_is_a_deprecated_alias_of_include():
+    torch.manual_seed(0)
+    new_model, old_model = TinyRNN(), TinyRNN()
+    old_model.load_state_dict(new_model.state_dict())
+    new = OrthogonalConstraint(include="rnn", gain=1.5)
+    with pytest.warns(DeprecationWarning, match="^OrthogonalConstraint: 'targets' is deprecated, use 'include'"):
+        old = OrthogonalConstraint(targets="rnn", gain=1.5)
+    assert old.state_key == new.state_key and old.selector == new.selector
+    _setup(new, new_model), _setup(old, old_model)
+    assert old.constrained == new.constrained == ["rnn.weight_hh_l0"]
+    assert torch.equal(old_model.rnn.weight_hh_l0, new_model.rnn.weight_hh_l0)
+    with pytest.raises(ConfigurationError, match="^OrthogonalConstraint: got both 'targets' and its new name 'include'"):
+        OrthogonalConstraint(include="rnn", targets="rnn")

@@ -4,6 +4,7 @@ without accumulation, float64, bf16-mixed and float16 with a GradScaler), logged
 from __future__ import annotations
 
 import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -70,7 +71,7 @@ def _run(tmp_path, precision, accumulate, callbacks, extra_loss=None, steps=3, c
 )
 def test_gradients_equal_penalty_added_to_the_loss_by_hand(tmp_path, precision, accumulate, kind, clip, tol):
     lam, gain, targets = 0.7, 1.3, ["rnn", "encoder"]
-    reg = OrthogonalRegularizer(lam, gain, kind, "sum", targets=targets, recurrent="all")
+    reg = OrthogonalRegularizer(lam, gain, kind, "sum", include=targets, recurrent="all")
     grads, model = _run(tmp_path, precision, accumulate, [reg], clip=clip)
     ref, ref_model = _run(tmp_path, precision, accumulate, [], by_hand(lam, gain, kind, "sum", targets), clip=clip)
     assert len(grads) == len(ref) == 3
@@ -91,7 +92,7 @@ def test_logs_the_penalty_of_the_weights_it_stepped_from(tmp_path):
         orthogonality_penalty(W, 1.0, "frobenius", "mean")
         for W in (model.rnn.weight_hh_l0, model.encoder.weight)
     ).item()
-    reg = OrthogonalRegularizer(0.1, targets=["rnn", "encoder"], log_every_n_steps=1)
+    reg = OrthogonalRegularizer(0.1, include=["rnn", "encoder"], log_every_n_steps=1)
     trainer = make_trainer(tmp_path, [reg], max_steps=1)
     trainer.fit(model, loader())
     assert reg.last_penalty.item() == pytest.approx(expected, rel=1e-6)
@@ -102,7 +103,7 @@ def test_logs_the_penalty_of_the_weights_it_stepped_from(tmp_path):
 def test_strong_penalty_pulls_weights_to_the_gain(tmp_path):
     model = TinyRNN(lr=0.01)
     start = torch.linalg.svdvals(model.rnn.weight_hh_l0.detach())
-    reg = OrthogonalRegularizer(50.0, gain=1.5, targets="rnn", log_every_n_steps=None)
+    reg = OrthogonalRegularizer(50.0, gain=1.5, include="rnn", log_every_n_steps=None)
     make_trainer(tmp_path, [reg], max_steps=200).fit(model, loader())
     s = torch.linalg.svdvals(model.rnn.weight_hh_l0.detach())
     assert (start - 1.5).abs().max() > 0.3  # default init is far from the gain
@@ -111,7 +112,7 @@ def test_strong_penalty_pulls_weights_to_the_gain(tmp_path):
 
 def test_projection_mode_makes_every_gate_block_orthogonal(tmp_path):
     model = TinyRNN()
-    reg = OrthogonalRegularizer(0.0, gain=0.8, targets="rnn", recurrent="all", project_every_n_steps=2,
+    reg = OrthogonalRegularizer(0.0, gain=0.8, include="rnn", recurrent="all", project_every_n_steps=2,
                                 project_method="bjorck")
     make_trainer(tmp_path, [reg], max_steps=4).fit(model, loader())
     assert gram_error(model.rnn.weight_hh_l0.detach(), 0.8) < 1e-5
@@ -119,14 +120,14 @@ def test_projection_mode_makes_every_gate_block_orthogonal(tmp_path):
 
 
 def test_projecting_hard_constrained_weights_is_an_error(tmp_path):
-    reg = OrthogonalRegularizer(0.0, targets="rnn", project_every_n_steps=1)
-    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="rnn"), reg], max_steps=1)
+    reg = OrthogonalRegularizer(0.0, include="rnn", project_every_n_steps=1)
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(include="rnn"), reg], max_steps=1)
     with pytest.raises(ConfigurationError, match=r"\['rnn.weight_hh_l0'\] are hard-constrained"):
         trainer.fit(TinyRNN(), loader())
 
 
 def test_pickle_round_trip():
-    reg = OrthogonalRegularizer(0.3, gain=2.0, kind="srip", targets="rnn")
+    reg = OrthogonalRegularizer(0.3, gain=2.0, kind="srip", include="rnn")
     clone = pickle.loads(pickle.dumps(reg))
     assert (clone.weight, clone.gain, clone.kind, clone.state_key) == (0.3, 2.0, "srip", reg.state_key)
 
@@ -134,16 +135,17 @@ def test_pickle_round_trip():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"weight": -1.0}, "^OrthogonalRegularizer: weight must be a finite number >= 0, got -1.0$"),
-        ({"weight": 0.0}, "^OrthogonalRegularizer: weight=0 without project_every_n_steps does nothing"),
-        ({"weight": 1.0, "gain": -2}, "^OrthogonalRegularizer: gain must be a finite number > 0, got -2$"),
-        ({"weight": 1.0, "kind": "l1"}, r"^OrthogonalRegularizer: kind must be one of \['all_ones', 'frobenius', 'srip'\] or a callable"),
-        ({"weight": 1.0, "reduction": "max"}, r"^OrthogonalRegularizer: reduction must be one of \['mean', 'sum'\], got 'max'$"),
-        ({"weight": 1.0, "recurrent": "x"}, r"^OrthogonalRegularizer: recurrent must be one of \['hh', 'all'\], got 'x'$"),
-        ({"weight": 1.0, "project_every_n_steps": 0}, "^OrthogonalRegularizer: project_every_n_steps must be an integer >= 1 or None, got 0$"),
-        ({"weight": 1.0, "project_method": "qr"}, r"^OrthogonalRegularizer: project_method must be one of \['bjorck', 'polar'\], got 'qr'$"),
+        ({"coefficient": -1.0}, "^OrthogonalRegularizer: coefficient must be a finite number >= 0, got -1.0$"),
+        ({"coefficient": 0.0}, "^OrthogonalRegularizer: coefficient=0 without project_every_n_steps does nothing"),
+        ({}, "^OrthogonalRegularizer: coefficient must be a finite number >= 0, got None$"),
+        ({"coefficient": 1.0, "gain": -2}, "^OrthogonalRegularizer: gain must be a finite number > 0, got -2$"),
+        ({"coefficient": 1.0, "kind": "l1"}, r"^OrthogonalRegularizer: kind must be one of \['all_ones', 'frobenius', 'srip'\] or a callable"),
+        ({"coefficient": 1.0, "reduction": "max"}, r"^OrthogonalRegularizer: reduction must be one of \['mean', 'sum'\], got 'max'$"),
+        ({"coefficient": 1.0, "recurrent": "x"}, r"^OrthogonalRegularizer: recurrent must be one of \['hh', 'all'\], got 'x'$"),
+        ({"coefficient": 1.0, "project_every_n_steps": 0}, "^OrthogonalRegularizer: project_every_n_steps must be an integer >= 1 or None, got 0$"),
+        ({"coefficient": 1.0, "project_method": "qr"}, r"^OrthogonalRegularizer: project_method must be one of \['bjorck', 'polar'\], got 'qr'$"),
     ],
-    ids=["weight", "noop", "gain", "kind", "reduction", "recurrent", "cadence", "method"],
+    ids=["coefficient", "noop", "missing", "gain", "kind", "reduction", "recurrent", "cadence", "method"],
 )
 def test_misconfiguration(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
@@ -157,7 +159,7 @@ def test_misconfiguration(kwargs, match):
 def test_crash_and_resume_is_exact(tmp_path):
     # penalty + a projection every 3 steps, 4 steps an epoch: the cadence straddles the resume
     def callback():
-        return OrthogonalRegularizer(weight=0.5, gain=0.9, targets=["rnn", "encoder"],
+        return OrthogonalRegularizer(coefficient=0.5, gain=0.9, include=["rnn", "encoder"],
                                      project_every_n_steps=3, log_every_n_steps=None)
 
     kwargs = dict(precision="64-true", max_epochs=3, limit_val_batches=0)
@@ -184,3 +186,26 @@ def test_crash_and_resume_is_exact(tmp_path):
         assert torch.equal(a, b), k
     # the last step (12) projected: the selected weights sit on 0.9 x the Stiefel manifold
     assert gram_error(resumed.encoder.weight.detach(), 0.9) < 1e-12
+
+
+
+def test_weight_is_a_deprecated_alias_of_coefficient():
+    with pytest.warns(DeprecationWarning, match="^OrthogonalRegularizer: 'weight' is deprecated, use 'coefficient'"):
+        old = OrthogonalRegularizer(weight=0.25, include="rnn")
+    assert (old.coefficient, old.weight) == (0.25, 0.25)
+    assert old.state_key == OrthogonalRegularizer(0.25, include="rnn").state_key
+    with pytest.raises(ConfigurationError, match="^OrthogonalRegularizer: got both 'weight' and its new name 'coefficient'"):
+        OrthogonalRegularizer(coefficient=0.25, weight=0.25)
+
+
+def test_targets_is_a_deprecated_alias_of_include():
+    with pytest.warns(DeprecationWarning, match="^OrthogonalRegularizer: 'targets' is deprecated, use 'include'"):
+        old = OrthogonalRegularizer(0.5, targets=["rnn", "encoder"])
+    new = OrthogonalRegularizer(0.5, include=["rnn", "encoder"])
+    assert old.selector == new.selector and old.selector.include == ("rnn", "encoder")
+    model = TinyRNN()
+    old.setup(SimpleNamespace(loggers=[], global_rank=0), model, "fit")
+    new.setup(SimpleNamespace(loggers=[], global_rank=0), model, "fit")
+    assert torch.equal(old.penalty(), new.penalty()) and old.penalty() > 0
+    with pytest.raises(ConfigurationError, match="^OrthogonalRegularizer: got both 'targets' and its new name 'include'"):
+        OrthogonalRegularizer(0.5, include="rnn", targets="rnn")

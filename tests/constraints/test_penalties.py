@@ -114,10 +114,10 @@ def test_callable_kind_is_used():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"W": torch.randn(5)}, ShapeError, r"expected a matrix .* got shape \(5,\)"),
-        ({"W": torch.randn(3, 3), "kind": "spectral"}, ConfigurationError, r"^orthogonality_penalty: kind must be one of \['all_ones', 'frobenius', 'srip'\] or a callable f\(tensor, gain\), got 'spectral'$"),
-        ({"W": torch.randn(3, 3), "reduction": "max"}, ConfigurationError, r"^orthogonality_penalty: reduction must be one of \['mean', 'sum'\], got 'max'$"),
-        ({"W": torch.randn(3, 3), "gain": 0.0}, ConfigurationError, "^orthogonality_penalty: gain must be a finite number > 0, got 0.0$"),
+        ({"tensor": torch.randn(5)}, ShapeError, r"^gram: tensor must be a matrix \(>= 2-d tensor\), got shape \(5,\)$"),
+        ({"tensor": torch.randn(3, 3), "kind": "spectral"}, ConfigurationError, r"^orthogonality_penalty: kind must be one of \['all_ones', 'frobenius', 'srip'\] or a callable f\(tensor, gain\), got 'spectral'$"),
+        ({"tensor": torch.randn(3, 3), "reduction": "max"}, ConfigurationError, r"^orthogonality_penalty: reduction must be one of \['mean', 'sum'\], got 'max'$"),
+        ({"tensor": torch.randn(3, 3), "gain": 0.0}, ConfigurationError, "^orthogonality_penalty: gain must be a finite number > 0, got 0.0$"),
     ],
     ids=["vector", "kind", "reduction", "gain"],
 )

@@ -61,7 +61,7 @@ def test_in_place_on_a_gate_block_view():
 @pytest.mark.parametrize(
     "args, error, match",
     [
-        ((torch.randn(4),), ShapeError, r"expected a >= 2-d tensor, got \(4,\)"),
+        ((torch.randn(4),), ShapeError, r"^project_orthogonal_: tensor must be a >= 2-d tensor, got shape \(4,\)$"),
         ((torch.randn(3, 3), 1.0, "qr"), ConfigurationError, r"^project_orthogonal_: method must be one of \['bjorck', 'polar'\], got 'qr'$"),
         ((torch.randn(3, 3), -1.0), ConfigurationError, "^project_orthogonal_: gain must be a finite number > 0, got -1.0$"),
     ],
