@@ -292,13 +292,14 @@ class OrthogonalConstraint(Callback):
             return  # not fitting (validate/test/predict): the plain weights were loaded
         if state_dict["constrained"] != self.constrained:
             raise ConfigurationError(
-                f"the checkpoint constrained {state_dict['constrained']}, this callback "
-                f"constrains {self.constrained}"
+                f"OrthogonalConstraint: the checkpoint constrained {state_dict['constrained']}, "
+                f"this callback constrains {self.constrained}"
             )
         result = self._model.load_state_dict(state_dict["parametrized"], strict=False)
         if result.unexpected_keys:
             raise ConfigurationError(
-                f"parametrized state in the checkpoint does not fit the model: unexpected keys "
+                "OrthogonalConstraint: the parametrized state in the checkpoint does not fit the "
+                "model: unexpected keys "
                 f"{result.unexpected_keys}"
             )
         self._last_step = state_dict["last_step"]

@@ -161,7 +161,7 @@ class OrthogonalRegularizer(Callback):
             constrained = [f"{m}.{t}" for m, mod, t in entries if is_orthogonalized(mod, t)]
             if constrained:
                 raise ConfigurationError(
-                    f"project_every_n_steps: {constrained} are hard-constrained "
+                    f"OrthogonalRegularizer: project_every_n_steps: {constrained} are hard-constrained "
                     "(OrthogonalConstraint); projecting them is meaningless, exclude them"
                 )
         self._entries = entries

@@ -67,13 +67,13 @@ from ortho_lightning.constraints.parametrization import (
 from ortho_lightning.constraints.state import PlainWeightLoader, split_state_dict
 from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.matrices import (
-    check_recurrent,
+    RECURRENT_CHOICES,
     is_recurrent,
     matrix_blocks,
     recurrent_weight_names,
 )
 from ortho_lightning.selection import ModuleSelector
-from ortho_lightning.validation import fail
+from ortho_lightning.validation import check_choice, fail
 
 __all__ = [
     "INITS",
@@ -236,7 +236,7 @@ def matrix_tensor_names(module: nn.Module, recurrent: str = "hh") -> list[str]:
     Linear/ConvNd (any module with a >= 2-d ``weight``), and for recurrent modules the
     hidden-to-hidden ``weight_hh*`` (``recurrent="hh"``) or every ``weight_ih*``/``weight_hh*``
     (``recurrent="all"``)."""
-    check_recurrent(recurrent)
+    check_choice("matrix_tensor_names", "recurrent", recurrent, RECURRENT_CHOICES)
     if is_recurrent(module):
         names = recurrent_weight_names(module)
         return names if recurrent == "all" else [n for n in names if n.startswith("weight_hh")]

@@ -212,8 +212,8 @@ def check_finite(X: Tensor, name: str) -> None:
     bad = ~torch.isfinite(X)
     if bad.any():
         raise NonFiniteError(
-            f"{name}: the unconstrained tensor of the orthogonality constraint holds "
-            f"{int(bad.sum())} non-finite values (inf/NaN) of {X.numel()}, so its orthogonal "
+            f"{name}: the unconstrained tensor of the orthogonality constraint must be finite, "
+            f"got {int(bad.sum())} non-finite values (inf/NaN) of {X.numel()}, so its orthogonal "
             "weight is undefined. An optimizer step that applies a non-finite gradient (from an "
             "infinite or NaN loss, or an overflow) leaves this behind; lower the learning rate, "
             "clip gradients, or find where the loss stops being finite"
