@@ -109,6 +109,27 @@ def test_spectra_on_device_match_cpu_float64():
                                rtol=1e-6, atol=1e-10)
 
 
+def test_recurrent_spectra_on_device_match_cpu_float64():
+    """A fused nn.RNN under torch.func on the device (cuDNN's RNN kernel cannot be entered by
+    the transforms; measuring() switches it off): Jacobian singular values and the exact
+    Fisher spectrum equal the CPU's in float64."""
+    from ortho_lightning.models import RNNClassifier
+
+    torch.manual_seed(0)
+    model = RNNClassifier(cell="rnn", hidden_size=12, input_shape=(5, 3)).double()
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    sv_cpu = jacobian_singular_values(model, x)
+    fisher_cpu = fisher_eigenvalues(model, x, method="exact")
+    model.to(DEVICE)
+    sv = jacobian_singular_values(model, x.to(DEVICE))
+    assert sv.device.type == DEVICE.type
+    torch.testing.assert_close(sv.cpu(), sv_cpu, rtol=1e-9, atol=1e-12)
+    fisher = fisher_eigenvalues(model, x.to(DEVICE), method="exact")
+    torch.testing.assert_close(fisher.cpu(), fisher_cpu, rtol=1e-8, atol=1e-12)
+    top = fisher_eigenvalues(model, x.to(DEVICE), method="lanczos", k=2, tol=1e-10)
+    torch.testing.assert_close(top.cpu(), fisher_cpu[:2], rtol=1e-6, atol=1e-10)
+
+
 def test_theory_deep_linear_orthogonal_net_is_an_isometry_on_device():
     """Free probability: an orthogonal deep linear net has chi = 1 and zero spectral variance
     (jacobian_moments); measured on the device every singular value is 1."""
@@ -159,7 +180,8 @@ def _train(accelerator: str, folder, precision: str = "32-true") -> list[dict]:
                       enable_model_summary=False, limit_val_batches=0)
     model = TinyNetWithFeatures(lr=0.1)
     trainer.fit(model, loader(n=32, batch_size=8))
-    assert next(model.parameters()).device.type == accelerator.replace("gpu", "cuda")
+    # where training ran (Lightning moves the module back to the CPU at the end of fit)
+    assert trainer.strategy.root_device.type == accelerator.replace("gpu", "cuda")
     assert _gram_defect(model.layers[3].weight, 1.0) < 1e-4  # the constraint held on the device
     return read_lightning_metrics(folder / "csv" / "run" / "metrics.csv")
 

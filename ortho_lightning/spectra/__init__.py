@@ -18,8 +18,8 @@ Conventions shared by every function here:
 - Matrix-free operators (the Fisher, its dual, the NTK) share one interface,
   :class:`~ortho_lightning.spectra.linear_operator.LinearOperator` (``shape``, ``dtype``,
   ``device``, ``@``, checked inputs), which Lanczos and SLQ take.
-- Fused ``nn.RNN``/``LSTM``/``GRU`` kernels: Jacobians use reverse mode; Fisher-vector
-  products disable the oneDNN/cuDNN backends for forward mode (see
+- Fused ``nn.RNN``/``LSTM``/``GRU`` kernels: Jacobians use reverse mode, and every
+  measurement runs with the oneDNN/cuDNN RNN backends off (torch.func cannot enter them; see
   :func:`~ortho_lightning.spectra._common.ad_friendly_backends`).
 - The exact Fisher spectrum comes from the (N*C x N*C) dual Gram (structured per layer for
   Linear/Conv1d/Conv2d, torch.func for everything else, recurrent layers included); for large

@@ -29,7 +29,11 @@ def measuring(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
     """Put ``model`` in eval mode (if asked) for the block, and restore every submodule's own
     ``training`` flag afterwards, even on error. Batch norm left in training mode (with
     ``eval_mode=False``) is refused: it couples samples and mutates running statistics.
-    Autocast is switched off for the block (spectra in the parameters' own precision)."""
+    Autocast is switched off for the block (spectra in the parameters' own precision), and
+    for a model with fused recurrent modules so are the oneDNN and cuDNN RNN kernels
+    (:func:`ad_friendly_backends`): torch.func's transforms cannot enter them (forward mode
+    on the CPU; on CUDA even reverse mode under vmap fails with "Cannot access storage of
+    TensorWrapper")."""
     modes = [(m, m.training) for m in model.modules()]
     device_type = next((p.device.type for p in model.parameters()), "cpu")
     if eval_mode:
@@ -47,7 +51,7 @@ def measuring(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
         )
     try:
         # measured in the parameters' own precision, even inside a mixed-precision region
-        with torch.autocast(device_type=device_type, enabled=False):
+        with torch.autocast(device_type=device_type, enabled=False), ad_friendly_backends(model):
             yield
     finally:
         for m, mode in modes:

@@ -18,7 +18,6 @@ from torch.func import functional_call, jvp, vjp
 
 from ortho_lightning.spectra._common import (
     OutputFn,
-    ad_friendly_backends,
     as_batch_output,
     measuring,
     variables,
@@ -46,7 +45,7 @@ class _Autodiff:
         return as_batch_output(out, self.x.shape[0], self.output_fn, "model", self.require_2d)
 
     def jvp(self, tangents: dict[str, Tensor]) -> Tensor:
-        with measuring(self.model, self.eval_mode), ad_friendly_backends(self.model):
+        with measuring(self.model, self.eval_mode):
             return jvp(self._forward, (self.sub,), (tangents,))[1]
 
     def vjp(self, u: Tensor) -> dict[str, Tensor]:
