@@ -12,7 +12,8 @@ When things happen:
   batch end, whichever comes first; validation epochs run inside one cache too.
 - every ``update_base_every_n_steps`` optimizer steps: geotorch's dynamic trivialization
   (:func:`ortho_lightning.constraints.update_base`).
-- every ``log_every_n_steps`` steps: ``ortho/defect/<module>.<block>`` per matrix block.
+- every ``log_every_n_steps`` steps: ``ortho/defect/<module>.<block>`` per matrix block, with
+  ``pl_module.log`` (as the regularizer's penalty, which says why not the monitors' adapter).
 - ``on_fit_end`` with ``remove_at_fit_end=True``: the parametrizations are removed, the model keeps
   the constrained values as plain parameters (for inference and export).
 

@@ -34,6 +34,10 @@ turns CPU ``16-mixed`` into bf16 -- accumulation, clipping and DDP; CUDA itself 
 Logged with ``pl_module.log``: ``ortho/penalty`` (the unweighted penalty) at every optimizer
 step, and ``ortho/defect/<module>.<block>`` every ``log_every_n_steps`` steps; both reach the
 loggers at the trainer's own ``log_every_n_steps`` cadence, as any ``self.log`` value does.
+Not through :func:`ortho_lightning.callbacks._logging.log_measurement` (the monitors' adapter):
+``self.log`` keeps the per-step value on the device until the trainer's cadence reads it (the
+adapter takes Python floats, one device sync per step), and puts it in
+``trainer.callback_metrics`` on every rank.
 """
 
 from __future__ import annotations
