@@ -50,9 +50,9 @@ def main(out: Path) -> None:
     model = Trio().double()
     start = {k: v.clone() for k, v in model.state_dict().items()}
     callbacks = [
-        OrthogonalConstraint(targets=["con.rnn", "con.encoder"], gain=GAIN,
+        OrthogonalConstraint(include=["con.rnn", "con.encoder"], gain=GAIN,
                              update_base_every_n_steps=2, log_every_n_steps=None),
-        OrthogonalRegularizer(LAM, GAIN, "frobenius", "sum", targets=["reg.rnn", "reg.encoder"],
+        OrthogonalRegularizer(LAM, GAIN, "frobenius", "sum", include=["reg.rnn", "reg.encoder"],
                               log_every_n_steps=None),
     ]
     trainer = make_trainer(out, callbacks, devices=2, strategy="ddp", max_steps=6,
