@@ -39,15 +39,14 @@ from typing_extensions import override
 from ortho_lightning.callbacks._logging import log_settings
 from ortho_lightning.constraints.config import ConstraintConfig
 from ortho_lightning.constraints.orthogonalize import (
-    check_finite,
-    is_orthogonalized,
     orthogonalize,
     remove_orthogonalization,
     selected_tensors,
-    split_state_dict,
     update_base,
 )
+from ortho_lightning.constraints.parametrization import check_finite, is_orthogonalized
 from ortho_lightning.constraints.penalties import block_defects
+from ortho_lightning.constraints.state import split_state_dict
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
 from ortho_lightning.matrices import RECURRENT_CHOICES
 from ortho_lightning.selection import ModuleSelector

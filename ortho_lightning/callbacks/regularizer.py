@@ -54,10 +54,8 @@ from typing_extensions import override
 
 from ortho_lightning.callbacks._logging import log_settings
 from ortho_lightning.callbacks.constraint import log_defects
-from ortho_lightning.constraints.orthogonalize import (
-    is_orthogonalized,
-    selected_tensors,
-)
+from ortho_lightning.constraints.orthogonalize import selected_tensors
+from ortho_lightning.constraints.parametrization import is_orthogonalized
 from ortho_lightning.constraints.penalties import check_penalty_kind, total_penalty
 from ortho_lightning.constraints.projection import PROJECTIONS, project_orthogonal_
 from ortho_lightning.exceptions import ConfigurationError, SelectionError
