@@ -48,10 +48,11 @@ from typing import Any
 
 import yaml
 
-from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.registry import resolve_function
+from ortho_lightning.validation import check_choice, fail
 
-__all__ = ["Cell", "Grid", "cell_id", "check_name", "expand", "load_grid", "resolve_function"]
+__all__ = ["Cell", "Grid", "cell_id", "check_name", "check_wandb", "expand", "grid_owner", "load_grid",
+           "resolve_function"]
 
 #: a name that becomes a file or folder name (experiment, figure): no separators, no leading dot
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
@@ -108,17 +109,31 @@ def _slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "x"
 
 
-def check_name(value: Any, what: str) -> str:
+def grid_owner(source: Path | None) -> str:
+    """How errors name a grid: ``"experiment <file name>"``, or ``"experiment"`` for a spec built
+    in Python."""
+    return f"experiment {Path(source).name}" if source is not None else "experiment"
+
+
+def check_name(owner: str, name: str, value: Any) -> str:
     """``value`` if it is a plain file name (letters, digits, ``_ . = + -``, not starting with a
     dot), so that joining it to an output folder stays inside that folder.
 
     Raises:
-        ConfigurationError: naming ``what`` for ``../x``, absolute paths, separators, empty names.
+        ConfigurationError: ``"{owner}: {name} must be a plain file name ..."`` for ``../x``,
+        absolute paths, separators, empty names.
     """
     if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
-        raise ConfigurationError(
-            f"{what}: expected a plain file name (letters, digits, '_.=+-', no '/' or '..', not "
-            f"starting with '.'), got {value!r}")
+        fail(owner, name, "a plain file name (letters, digits, '_.=+-', no '/' or '..', not "
+             "starting with '.')", value)
+    return value
+
+
+def check_wandb(owner: str, value: Any) -> Any:
+    """``value`` if it is a grid's ``wandb:`` setting: unset/false, ``true``, or a mapping of
+    ``WandbLogger`` arguments."""
+    if value and value is not True and not isinstance(value, dict):
+        fail(owner, "wandb", "true or a mapping of WandbLogger arguments", value)
     return value
 
 
@@ -134,9 +149,8 @@ def find_recipe(recipe: str, source: Path | None) -> str:
     for base in (folder, *folder.parents):
         if (base / path).is_file():
             return str(base / path)
-    raise ConfigurationError(
-        f"experiment 'recipe': expected a recipe file relative to the grid file {str(source)!r} "
-        f"(looked in {str(folder)!r} and the folders above it), got {recipe!r}")
+    fail(grid_owner(source), "recipe", f"a recipe file relative to the grid file {str(source)!r} "
+         f"(looked in {str(folder)!r} and the folders above it)", recipe)
 
 
 def cell_id(axes: Mapping[str, Any], seed: int, params: Mapping[str, Any], target: str) -> str:
@@ -153,7 +167,7 @@ def cell_id(axes: Mapping[str, Any], seed: int, params: Mapping[str, Any], targe
     return f"{head}-{digest}"
 
 
-def _check_function_params(target: str, keys: list[str], allow_import: bool) -> None:
+def _check_function_params(owner: str, target: str, keys: list[str], allow_import: bool) -> None:
     fn = resolve_function(target, allow_import)
     sig = inspect.signature(fn)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
@@ -161,25 +175,22 @@ def _check_function_params(target: str, keys: list[str], allow_import: bool) -> 
     accepted = [n for n in sig.parameters if n != "seed"]
     unknown = [k for k in keys if k not in accepted]
     if unknown:
-        raise ConfigurationError(
-            f"experiment function {target!r}: expected parameters among {accepted}, got unknown "
-            f"parameter(s) {unknown}")
+        fail(owner, "parameters", f"among the arguments {accepted} of {target!r} (unknown ones "
+             "listed)", unknown)
     if "seed" not in sig.parameters:
-        raise ConfigurationError(
-            f"experiment function {target!r}: expected a 'seed' keyword argument, got the "
-            f"signature {sig}")
+        fail(owner, "function", f"a function with a 'seed' keyword argument (its signature is "
+             f"{sig})", target)
 
 
-def _check_distinct(axis: str, values: list[Any]) -> None:
+def _check_distinct(owner: str, axis: str, values: list[Any]) -> None:
     """Refuse an axis whose values read the same once written in the table (``1`` and ``'1'``,
     ``True`` and ``'True'``, a value twice): their cells would be indistinguishable rows."""
     seen: dict[str, Any] = {}
     for value in values:
         text = str(value)
         if text in seen:
-            raise ConfigurationError(
-                f"experiment axis {axis!r}: expected distinct values, got {seen[text]!r} and "
-                f"{value!r}, which read the same in the results table (quote all or none)")
+            fail(owner, f"axis {axis!r}", "values that read differently in the results table "
+                 "(quote all or none; the two shown read the same)", (seen[text], value))
         seen[text] = value
 
 
@@ -193,63 +204,52 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
     (``kind: function``) a function that is not registered (unless ``allow_import``, see
     :mod:`ortho_lightning.experiments.registry`) or a parameter it does not accept.
     """
+    owner = grid_owner(source)
     if not isinstance(spec, Mapping):
-        raise ConfigurationError(f"experiment file: expected a mapping, got a {type(spec).__name__}")
+        fail(owner, "its content", "a mapping of keys (kind, axes, ...)", type(spec))
     unknown = [k for k in spec if k not in TOP_LEVEL_KEYS]
     if unknown:
-        raise ConfigurationError(
-            f"experiment file: expected keys among {list(TOP_LEVEL_KEYS)}, got unknown key(s) "
-            f"{unknown}")
-    kind = spec.get("kind", "function")
-    if kind not in KINDS:
-        raise ConfigurationError(f"experiment 'kind': expected one of {list(KINDS)}, got {kind!r}")
+        fail(owner, "keys", f"among {list(TOP_LEVEL_KEYS)} (unknown ones listed)", unknown)
+    kind = check_choice(owner, "kind", spec.get("kind", "function"), KINDS)
     target = spec.get(kind)
     if not target:
-        raise ConfigurationError(
-            f"experiment {kind!r}: expected a {kind!r} key for kind {kind!r}, got {target!r}")
-    name = check_name(spec.get("name") or (source.stem if source else "experiment"),
-                      "experiment 'name'")
+        fail(owner, kind, f"set for kind {kind!r}", target)
+    name = check_name(owner, "name", spec.get("name") or (source.stem if source else "experiment"))
     report = spec.get("report") or {}
     figures = report.get("figures") if isinstance(report, Mapping) else None
     for fig in figures if isinstance(figures, list) else []:
         if isinstance(fig, Mapping) and "name" in fig:
-            check_name(fig["name"], "report figure 'name'")  # drawn into OUT/figures/<name>
+            check_name(owner, "report figure name", fig["name"])  # drawn into OUT/figures/<name>
+    check_wandb(owner, spec.get("wandb"))
     run_target = find_recipe(target, source) if kind == "recipe" else target
     base = dict(spec.get("base") or {})
     axes_spec = spec.get("axes") or {}
     if not isinstance(axes_spec, Mapping):
-        raise ConfigurationError(
-            f"experiment 'axes': expected a mapping of names to lists, got {axes_spec!r}")
+        fail(owner, "axes", "a mapping of names to lists", axes_spec)
     axes: dict[str, list[Any]] = {}
     for key, values in axes_spec.items():
-        if not isinstance(values, list):
-            raise ConfigurationError(
-                f"experiment axis {key!r}: expected a list of values, got {values!r}")
-        if not values:
-            raise ConfigurationError(f"experiment axis {key!r}: expected at least one value, got []")
+        if not isinstance(values, list) or not values:
+            fail(owner, f"axis {key!r}", "a non-empty list of values", values)
         if key in base:
-            raise ConfigurationError(
-                f"experiment key {key!r}: expected in 'base' or in 'axes', got it in both")
+            fail(owner, f"key {key!r}", "in 'base' or in 'axes', not in both",
+                 {"base": base[key], "axes": values})
         if key == "seed":
-            raise ConfigurationError(
-                "experiment 'seed': expected at the top level of the file, got it in 'axes'")
+            fail(owner, "seed", "at the top level of the file, not in 'axes'", values)
         variants = [v for v in values if isinstance(v, Mapping)]
         if variants and (len(variants) != len(values)
                          or not all(isinstance(v.get("name"), str) for v in variants)):
-            raise ConfigurationError(
-                f"experiment axis {key!r}: expected variants that are all mappings with a string "
-                f"'name' (and the parameters they set), got {values!r}")
-        _check_distinct(key, [v["name"] if isinstance(v, Mapping) else v for v in values])
+            fail(owner, f"axis {key!r}", "variants that are all mappings with a string 'name' "
+                 "(and the parameters they set)", values)
+        _check_distinct(owner, key, [v["name"] if isinstance(v, Mapping) else v for v in values])
         axes[key] = list(values)
     seeds = spec.get("seed", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigurationError(
-            f"experiment 'seed': expected an int or a non-empty list of ints, got {seeds!r}")
+        fail(owner, "seed", "an int or a non-empty list of ints", seeds)
     if kind == "function":
         keys = [k for k, vs in axes.items() if not isinstance(vs[0], Mapping)]
         keys += [p for vs in axes.values() for v in vs if isinstance(v, Mapping) for p in v if p != "name"]
-        _check_function_params(target, list(base) + keys, allow_import)
+        _check_function_params(owner, target, list(base) + keys, allow_import)
 
     cells = []
     for combo in itertools.product(*axes.values()):
@@ -268,8 +268,8 @@ def expand(spec: Mapping[str, Any], source: Path | None = None, *,
                               dict(params), dict(axis_values), seed))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
-        raise ConfigurationError(
-            f"experiment {name!r}: expected distinct cells, got repeated ones (a seed twice?)")
+        fail(owner, "cells", "distinct (a seed listed twice?); repeated ids shown",
+             sorted({i for i in ids if ids.count(i) > 1}))
     return Grid(name, kind, run_target, base, axes, list(seeds), cells, dict(spec), source,
                 allow_import)
 
@@ -278,7 +278,7 @@ def load_grid(path: str | Path, *, allow_import: bool = False) -> Grid:
     """Read an experiment YAML and expand it (see :func:`expand`)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigurationError(f"experiment file: expected an existing file, got {str(path)!r}")
+        fail("experiment", "file", "an existing file", str(path))
     with path.open() as fh:
         spec = yaml.safe_load(fh)
     return expand(spec, source=path, allow_import=allow_import)

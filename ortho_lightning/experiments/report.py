@@ -143,7 +143,7 @@ def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[
     for key in ("name", "x", "y"):
         if key not in spec:
             raise ConfigurationError(f"report figure needs a {key!r} key, received {dict(spec)}")
-    check_name(spec["name"], "report figure 'name'")  # a file under out_dir, never outside it
+    check_name("report figure", "name", spec["name"])  # a file under out_dir, never outside it
     x, ys, hue = spec["x"], _as_list(spec["y"]), _as_list(spec.get("hue"))
     missing = [c for c in [x, *ys, *hue] if c not in columns]
     if missing:

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 import yaml
 
-from ortho_lightning.exceptions import ConfigurationError, DataError
-from ortho_lightning.experiments.grid import Cell, Grid
+from ortho_lightning.exceptions import DataError
+from ortho_lightning.experiments.grid import Cell, Grid, check_wandb
 from ortho_lightning.experiments.locks import LOCK_SUFFIX, atomic_write_text, lock_owner, locked
 from ortho_lightning.experiments.registry import resolve_function
 from ortho_lightning.experiments.table import (
@@ -127,11 +127,8 @@ def recipe_argv(cell: Cell, folder: Path, wandb: Any = None, experiment: str = "
         {"class_path": "lightning.pytorch.loggers.CSVLogger",
          "init_args": {"save_dir": str(folder), "name": "csv", "version": "run"}}
     ]
-    if wandb:
-        if wandb is not True and not isinstance(wandb, dict):
-            raise ConfigurationError(
-                f"experiment 'wandb': expected true or a mapping of WandbLogger arguments, got {wandb!r}"
-            )
+    # expand() already refused a bad wandb naming the grid file; this covers direct callers
+    if check_wandb(f"experiment {experiment}", wandb):
         arm = "-".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in cell.axes.items()) or "all"
         init_args = {"project": f"ortho-lightning-{experiment}", **(wandb if isinstance(wandb, dict) else {}),
                      "save_dir": str(folder), "name": cell.id, "group": experiment,

@@ -47,7 +47,8 @@ def _grid(tmp_path: Path, **spec) -> str:
 
 def test_a_bad_grid_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["experiment", _grid(tmp_path, kind="shell")]) == USAGE_ERROR
-    assert "error: experiment 'kind': expected one of ['function', 'recipe'], got 'shell'" in _one_line(capsys)
+    assert ("error: experiment g.yaml: kind must be one of ['function', 'recipe'], got 'shell'"
+            in _one_line(capsys))
 
 
 def test_an_unregistered_function_is_one_line(tmp_path, capsys):
@@ -74,7 +75,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch, how):
     assert main(argv) == USAGE_ERROR
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "grid.py" in err
-    assert err.strip().splitlines()[-1].startswith("error: experiment 'kind'")
+    assert err.strip().splitlines()[-1].startswith("error: experiment g.yaml: kind must be")
 
 
 def test_other_exceptions_are_not_hidden(monkeypatch):

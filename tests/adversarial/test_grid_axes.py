@@ -3,6 +3,8 @@ used to make two cells whose rows were indistinguishable."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ortho_lightning.exceptions import ConfigurationError
@@ -14,22 +16,24 @@ from tests.experiments import fake_cells  # noqa: F401  (registers FN)
 FN = "tests.experiments.fake_cells:quadratic"
 
 CLASHES = [
-    ("str_and_int", [1, "1"], "1 and '1'"),
-    ("str_and_float", [2.5, "2.5"], "2.5 and '2.5'"),
-    ("str_and_bool", [True, "True"], "True and 'True'"),
-    ("repeated", [3, 3], "3 and 3"),
+    ("str_and_int", [1, "1"], "(1, '1')"),
+    ("str_and_float", [2.5, "2.5"], "(2.5, '2.5')"),
+    ("str_and_bool", [True, "True"], "(True, 'True')"),
+    ("repeated", [3, 3], "(3, 3)"),
 ]
 
 
 @pytest.mark.parametrize("values,shown", [c[1:] for c in CLASHES], ids=[c[0] for c in CLASHES])
 def test_values_that_read_the_same_are_refused(values, shown):
     with pytest.raises(ConfigurationError,
-                       match=rf"experiment axis 'b': expected distinct values, got {shown}"):
+                       match=r"^experiment: axis 'b' must be values that read differently in the "
+                       r"results table \(quote all or none; .*\), got " + re.escape(shown) + "$"):
         expand({"kind": "recipe", "recipe": "r.yaml", "axes": {"b": values}})
 
 
 def test_variant_names_must_differ_too():
-    with pytest.raises(ConfigurationError, match=r"axis 'arm': expected distinct values, got 'x'"):
+    with pytest.raises(ConfigurationError, match=r"axis 'arm' must be values that read differently .*, "
+                       r"got \('x', 'x'\)"):
         expand({"kind": "recipe", "recipe": "r.yaml",
                 "axes": {"arm": [{"name": "x", "a.b": 1}, {"name": "x", "a.b": 2}]}})
 

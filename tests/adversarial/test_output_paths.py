@@ -27,15 +27,15 @@ def _spec(**over):
 
 @pytest.mark.parametrize("name", [n for n in ESCAPES if n])  # an empty name means the default
 def test_escaping_experiment_names_are_refused(name):
-    with pytest.raises(ConfigurationError, match=r"experiment 'name': expected a plain file name"):
+    with pytest.raises(ConfigurationError, match=r"^experiment: name must be a plain file name"):
         expand(_spec(name=name))
 
 
 @pytest.mark.parametrize("name", ESCAPES)
 def test_escaping_figure_names_are_refused_when_the_grid_is_read(name):
     report = {"figures": [{"name": name, "x": "a", "y": "loss"}]}
-    with pytest.raises(ConfigurationError, match=r"report figure 'name': expected a plain file "
-                       r"name .*, got " + repr(name).replace("\\", "\\\\")):
+    with pytest.raises(ConfigurationError, match=r"^experiment: report figure name must be a plain "
+                       r"file name .*, got " + repr(name).replace("\\", "\\\\")):
         expand(_spec(report=report))
 
 
@@ -45,7 +45,7 @@ def test_a_results_folder_with_an_escaping_figure_writes_nothing_outside(tmp_pat
     target = tmp_path / "escaped"
     spec = _spec(report={"figures": [{"name": "../../../escaped", "x": "a", "y": "loss"}]})
     (out / "experiment.yaml").write_text(yaml.safe_dump(spec))  # edited by someone else
-    with pytest.raises(ConfigurationError, match="report figure 'name'"):
+    with pytest.raises(ConfigurationError, match="report figure: name must be a plain file name"):
         make_report(out)
     assert not target.with_suffix(".png").exists() and not target.with_suffix(".svg").exists()
 
@@ -80,7 +80,7 @@ def test_recipe_path_resolves_against_the_grid_file_not_the_cwd(tmp_path, monkey
     grid_file.write_text(yaml.safe_dump({"kind": "recipe", "recipe": "local.yaml"}))
     assert load_grid(grid_file).target == str(grid_file.parent / "local.yaml")
     grid_file.write_text(yaml.safe_dump({"kind": "recipe", "recipe": "recipes/missing.yaml"}))
-    with pytest.raises(ConfigurationError, match=r"experiment 'recipe': expected a recipe file "
+    with pytest.raises(ConfigurationError, match=r"^experiment g.yaml: recipe must be a recipe file "
                        r"relative to the grid file .*, got 'recipes/missing.yaml'"):
         load_grid(grid_file)
 

@@ -46,14 +46,25 @@ def test_load_grid_reads_yaml(tmp_path):
 
 
 BAD = [
-    ("unknown_top_key", {"axis": {"a": [1]}}, "unknown key(s) ['axis']"),
-    ("empty_axis", {"axes": {"a": []}}, "axis 'a': expected at least one value, got []"),
-    ("axis_not_list", {"axes": {"a": 3}}, "axis 'a': expected a list of values, got 3"),
-    ("unknown_param", {"axes": {"a": [1], "depth": [4]}}, "got unknown parameter(s) ['depth']"),
-    ("bad_kind", {"kind": "shell"}, "'kind': expected one of ['function', 'recipe'], got 'shell'"),
+    ("unknown_top_key", {"axis": {"a": [1]}}, "experiment: keys must be among ['name', "),
+    ("unknown_top_key_shown", {"axis": {"a": [1]}}, "(unknown ones listed), got ['axis']"),
+    ("empty_axis", {"axes": {"a": []}}, "experiment: axis 'a' must be a non-empty list of values, got []"),
+    ("axis_not_list", {"axes": {"a": 3}}, "experiment: axis 'a' must be a non-empty list of values, got 3"),
+    ("unknown_param", {"axes": {"a": [1], "depth": [4]}},
+     f"experiment: parameters must be among the arguments ['a', 'b', 'steps'] of {FN!r} (unknown ones "
+     "listed), got ['depth']"),
+    ("bad_kind", {"kind": "shell"}, "experiment: kind must be one of ['function', 'recipe'], got 'shell'"),
     ("bad_function", {"function": "ortho_lightning.experiments.fisher:nope"}, "expected a callable of 'ortho_lightning.experiments.fisher', got 'nope'"),
-    ("base_and_axis", {"base": {"a": 1}}, "'a': expected in 'base' or in 'axes', got it in both"),
-    ("bad_seed", {"seed": []}, "'seed': expected an int or a non-empty list of ints, got []"),
+    ("base_and_axis", {"base": {"a": 1}},
+     "experiment: key 'a' must be in 'base' or in 'axes', not in both, got {'base': 1, 'axes': [1.0, 2.0, 3.0]}"),
+    ("bad_seed", {"seed": []}, "experiment: seed must be an int or a non-empty list of ints, got []"),
+    ("seed_axis", {"axes": {"seed": [0, 1]}},
+     "experiment: seed must be at the top level of the file, not in 'axes', got [0, 1]"),
+    ("seed_twice", {"seed": [0, 0], "axes": {"a": [1.0]}},
+     "experiment: cells must be distinct (a seed listed twice?); repeated ids shown, got ['a1.0-seed0-"),
+    ("no_function", {"function": None}, "experiment: function must be set for kind 'function', got None"),
+    ("wandb_string", {"wandb": "yes"},
+     "experiment: wandb must be true or a mapping of WandbLogger arguments, got 'yes'"),
 ]
 
 
@@ -65,7 +76,7 @@ def test_bad_specs_raise_naming_the_key(over, message):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigurationError, match="expected an existing file, got"):
+    with pytest.raises(ConfigurationError, match="^experiment: file must be an existing file, got .*nope.yaml'$"):
         load_grid(tmp_path / "nope.yaml")
 
 
@@ -84,10 +95,26 @@ def test_variant_axis_sets_several_keys_and_names_the_column():
 
 
 def test_variant_params_of_a_function_are_checked():
-    with pytest.raises(ConfigurationError, match=r"got unknown parameter\(s\) \['depth'\]"):
+    with pytest.raises(ConfigurationError, match=r"\(unknown ones listed\), got \['depth'\]"):
         expand(spec(axes={"v": [{"name": "x", "a": 1.0, "depth": 3}]}))
 
 
 def test_variant_without_name_is_rejected():
-    with pytest.raises(ConfigurationError, match="expected variants that are all mappings with a string 'name'"):
+    with pytest.raises(ConfigurationError,
+                       match="experiment: axis 'v' must be variants that are all mappings with a string 'name'"):
         expand(spec(axes={"v": [{"a": 1.0}, {"name": "y", "a": 2.0}]}))
+
+
+def test_a_function_without_seed_is_refused_showing_its_signature():
+    with pytest.raises(ConfigurationError, match=r"^experiment: function must be a function with a "
+                       r"'seed' keyword argument \(its signature is \(text\)\), got 'textwrap:dedent'$"):
+        expand({"kind": "function", "function": "textwrap:dedent", "base": {"text": "x"}},
+               allow_import=True)
+
+
+def test_errors_name_the_grid_file(tmp_path):
+    path = tmp_path / "my_grid.yaml"
+    path.write_text(f"kind: function\nfunction: {FN}\naxes:\n  a: [1]\nwandb: [p]\n")
+    with pytest.raises(ConfigurationError, match=r"^experiment my_grid.yaml: wandb must be true or "
+                       r"a mapping of WandbLogger arguments, got \['p'\]$"):
+        load_grid(path)
