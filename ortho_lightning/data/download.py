@@ -25,8 +25,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ortho_lightning.exceptions import ConfigurationError, DataError
-from ortho_lightning.validation import fail
+from ortho_lightning.exceptions import DataError
+from ortho_lightning.validation import check_number, fail
 
 #: The four MNIST files, in the order train images, train labels, test images, test labels.
 MNIST_FILES: tuple[str, ...] = (
@@ -143,14 +143,6 @@ def _fetch_into(url: str, handle, timeout: float, until: float) -> str:
     return digest.hexdigest()
 
 
-def check_deadline(deadline: float) -> float:
-    """``deadline`` as a float after checking it is a positive number of seconds."""
-    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0:
-        raise ConfigurationError(
-            f"download deadline: expected a positive number of seconds, got {deadline!r}")
-    return float(deadline)
-
-
 def download_file(
     urls: Sequence[str], dest: str | os.PathLike, md5: str, timeout: float = DEFAULT_TIMEOUT,
     deadline: float = DEFAULT_DEADLINE,
@@ -166,8 +158,9 @@ def download_file(
 
     Raises:
         DataError: when every URL failed or the deadline passed, listing each URL with its reason.
+        ConfigurationError: ``deadline`` is not a finite number > 0.
     """
-    until = time.monotonic() + check_deadline(deadline)
+    until = time.monotonic() + check_number("download_file", "deadline", deadline, positive=True)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -219,15 +212,16 @@ def download_mnist(
     Raises:
         DataError: naming the files that could not be downloaded, every URL tried with its
             reason, the folder, and how to provide the files by hand.
+        ConfigurationError: a bad ``deadline`` or ``mirrors``, or a name without a known md5.
     """
-    until = time.monotonic() + check_deadline(deadline)
+    until = time.monotonic() + check_number("download_mnist", "deadline", deadline, positive=True)
     folder = Path(folder)
     mirrors = check_mirrors(MNIST_MIRRORS if mirrors is None else mirrors)
     table = MNIST_MD5 if md5 is None else md5
     written, failures = [], []
     for name in names:
         if name not in table:
-            raise ConfigurationError(f"no md5 known for {name!r}; known files: {sorted(table)}")
+            fail("download_mnist", "names", f"files with a known md5 {sorted(table)}", name)
         urls = [mirror.rstrip("/") + "/" + name for mirror in mirrors]
         try:
             left = max(until - time.monotonic(), 1e-9)  # one deadline over every file

@@ -4,6 +4,7 @@ loopback servers only."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -105,7 +106,15 @@ def test_a_fast_download_is_unaffected(tmp_path):
     assert DEFAULT_DEADLINE >= 60
 
 
-@pytest.mark.parametrize("bad", [0, -1, "10", True, float("nan")])
+@pytest.mark.parametrize("bad", [0, -1, "10", True, float("nan"), float("inf")])
 def test_bad_deadlines_are_rejected(tmp_path, bad):
-    with pytest.raises(ConfigurationError, match=r"download deadline: expected a positive number"):
+    with pytest.raises(ConfigurationError, match=r"^download_file: deadline must be a finite number "
+                       r"> 0, got " + re.escape(repr(bad)) + "$"):
         download_file(["file:///nonexistent"], tmp_path / "f", "0" * 32, deadline=bad)
+
+
+def test_download_mnist_names_itself_for_a_bad_deadline(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"^download_mnist: deadline must be a finite number "
+                       r"> 0, got -5$"):
+        download_mnist(tmp_path, MNIST_FILES, mirrors=["file:///nonexistent"], deadline=-5)
+    assert not tmp_path.joinpath("train-images-idx3-ubyte.gz").exists()

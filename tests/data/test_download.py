@@ -236,7 +236,8 @@ def test_datamodule_passes_its_deadline_to_the_download(server, tmp_path, monkey
 
 
 def test_unknown_file_name_has_no_md5(tmp_path, closed_port_url):
-    with pytest.raises(ConfigurationError, match="no md5 known for 'emnist.gz'; known files: "):
+    with pytest.raises(ConfigurationError, match=r"^download_mnist: names must be files with a known "
+                       r"md5 \['t10k-images-idx3-ubyte.gz', .*\], got 'emnist.gz'$"):
         download_mnist(tmp_path, ["emnist.gz"], mirrors=[closed_port_url])
 
 
