@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ortho_lightning.exceptions import ActivationError
+from ortho_lightning.validation import fail
 
 Activation = Callable[[Tensor], Tensor]
 
@@ -33,23 +34,28 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def get_activation(activation: str | Activation) -> Activation:
-    """Return the elementwise function for ``activation`` (a name in ``ACTIVATIONS`` or a
-    callable, returned as it is)."""
+def get_activation(activation: str | Activation, owner: str = "get_activation",
+                   name: str = "activation") -> Activation:
+    """Return the elementwise function for ``activation`` (a name in ``ACTIVATIONS``, any case,
+    or a callable, returned as it is).
+
+    Raises:
+        ActivationError: ``"{owner}: {name} must be one of [...] or a callable ..., got 'x'"``;
+            callers that check an argument pass the function or model the user called as
+            ``owner`` and the argument as ``name``.
+    """
     if callable(activation):
         return activation
     if not isinstance(activation, str) or activation.lower() not in ACTIVATIONS:
-        raise ActivationError(
-            f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)} "
-            "or a callable mapping a tensor to a tensor elementwise"
-        )
+        fail(owner, name, f"one of {sorted(ACTIVATIONS)} or a callable mapping a tensor to a "
+             "tensor elementwise", activation, ActivationError)
     return ACTIVATIONS[activation.lower()]
 
 
-def activation_name(activation: str | Activation) -> str:
-    """A printable name for ``activation``."""
+def activation_name(activation: str | Activation, owner: str = "activation_name") -> str:
+    """A printable name for ``activation`` (``owner``: named in the error for an unknown one)."""
     if isinstance(activation, str):
-        get_activation(activation)
+        get_activation(activation, owner)
         return activation.lower()
     return getattr(activation, "__name__", type(activation).__name__)
 

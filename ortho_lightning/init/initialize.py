@@ -188,7 +188,7 @@ class InitConfig:
     ) -> InitConfig:
         """Check every argument (``owner``: the function or callback named in errors and
         warnings); ``recurrent=None`` is :data:`RECURRENT_DEFAULT`, remembered as not passed."""
-        get_activation(activation)
+        get_activation(activation, owner)
         defaulted = recurrent is None
         recurrent = RECURRENT_DEFAULT if recurrent is None else recurrent
         check_choice(owner, "recurrent", recurrent, RECURRENT_CHOICES)

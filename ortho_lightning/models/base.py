@@ -30,8 +30,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from ortho_lightning.activations import Activation, Elementwise
-from ortho_lightning.exceptions import ActivationError, ConfigurationError
+from ortho_lightning.activations import Activation, Elementwise, get_activation
+from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.validation import check_int, fail
 
 STAGES = ("train", "val", "test")
@@ -51,11 +51,9 @@ def check_shape(owner: str, key: str, value: Any, ndim: Sequence[int]) -> tuple[
 
 
 def make_activation(owner: str, key: str, activation: str | Activation) -> Elementwise:
-    """The activation module for ``activation``, with an error naming ``owner.key``."""
-    try:
-        return Elementwise(activation)
-    except ActivationError as err:
-        raise ActivationError(f"{owner}: {key}: {err}") from None
+    """The activation module for ``activation``; an ActivationError names ``owner`` and ``key``."""
+    get_activation(activation, owner, key)
+    return Elementwise(activation)
 
 
 class ClassificationModule(LightningModule):

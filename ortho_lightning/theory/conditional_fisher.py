@@ -289,7 +289,8 @@ def conditional_fisher_moments(
     (wide limit, NTK parametrization, fixed point ``q_star``): ``Theta = q* T_L`` with
     ``nu_1 = delta_1``, ``nu_{k+1} = 1 + nu_k [x] mu`` solved on S-transform power series
     (``S_{a [x] b} = S_a S_b``), exact up to the Gauss-Hermite moments of ``phi'^2``."""
-    check_network("conditional_fisher_moments", sigma_w, depth, weights, q_star)
+    check_network("conditional_fisher_moments", sigma_w, depth, weights, q_star,
+                  activation=activation)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else float(q_star)
     law = squared_derivative_law(activation, q)
     # moments of mu (law of sigma_w^2 D^2, times MP for Gaussian W) and the recursion
@@ -333,7 +334,8 @@ def conditional_fisher_spectrum(
         :class:`ConditionalFisherSpectrum`: exact moments (S-transform series), the upper edge
         ``lambda_max`` and the density (float64 tensors) of the eigenvalues of ``Theta``.
     """
-    check_network("conditional_fisher_spectrum", sigma_w, depth, weights, q_star)
+    check_network("conditional_fisher_spectrum", sigma_w, depth, weights, q_star,
+                  activation=activation)
     moments = conditional_fisher_moments(activation, sigma_w, sigma_b, depth, weights,
                                          q_star=q_star)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else float(q_star)

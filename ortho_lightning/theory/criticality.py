@@ -110,11 +110,11 @@ def critical_point(
             )
         q = check_number("critical_point", "q_star", q_star, positive=True)
         if isinstance(activation, str):
-            return _critical_point_at_q_by_name(activation_name(activation), q)
+            return _critical_point_at_q_by_name(activation_name(activation, "critical_point"), q)
         return _solve_at_q(activation, q)
     sigma_b = 0.0 if sigma_b is None else check_number("critical_point", "sigma_b", sigma_b, minimum=0)
     if isinstance(activation, str):
-        return _critical_point_by_name(activation_name(activation), sigma_b)
+        return _critical_point_by_name(activation_name(activation, "critical_point"), sigma_b)
     return _solve(activation, sigma_b)
 
 

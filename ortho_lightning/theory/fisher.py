@@ -57,7 +57,7 @@ def fisher_moments(
     q_star: float | None = None,
 ) -> FisherMoments:
     """Leading-order moments of the single-input Fisher spectrum (see the module docstring)."""
-    check_network("fisher_moments", sigma_w, depth, weights, q_star)
+    check_network("fisher_moments", sigma_w, depth, weights, q_star, activation=activation)
     check_int("fisher_moments", "width", width, minimum=1)
     check_int("fisher_moments", "n_outputs", n_outputs, minimum=1)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star

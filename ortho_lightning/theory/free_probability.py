@@ -54,9 +54,10 @@ _MASS_TOL = 1e-6  # a predicted law whose total mass is further from 1 than this
 
 
 def check_network(owner: str, sigma_w: float, depth: int, weights: str,
-                  q_star: float | None = None) -> None:
+                  q_star: float | None = None, *, activation: str | Activation) -> None:
     """The arguments every wide-network theory function shares, checked in the package's one
     format (:mod:`ortho_lightning.validation`) under ``owner``, the public function's name."""
+    get_activation(activation, owner)
     check_choice(owner, "weights", weights, WEIGHT_LAWS)
     check_int(owner, "depth", depth, minimum=1)
     check_number(owner, "sigma_w", sigma_w, positive=True)
@@ -314,7 +315,7 @@ def jacobian_moments(
 ) -> JacobianMoments:
     """First two moments of the squared singular values of the Jacobian (see
     :class:`JacobianMoments`); ``q_star`` defaults to the mean-field fixed point."""
-    check_network("jacobian_moments", sigma_w, depth, weights, q_star)
+    check_network("jacobian_moments", sigma_w, depth, weights, q_star, activation=activation)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
     law = squared_derivative_law(activation, q)
     e2, e4 = law.moment(1), law.moment(2)
@@ -482,7 +483,8 @@ def jacobian_spectrum_density(
         ``.atom_masses`` the point masses (e.g. a single atom at ``sigma_w^(2L)`` of mass 1 for
         orthogonal linear nets, whose continuous density is then 0 everywhere).
     """
-    check_network("jacobian_spectrum_density", sigma_w, depth, weights, q_star)
+    check_network("jacobian_spectrum_density", sigma_w, depth, weights, q_star,
+                  activation=activation)
     check_int("jacobian_spectrum_density", "grid_size", grid_size, minimum=16)
     q = _q_star(activation, sigma_w, sigma_b) if q_star is None else q_star
     law = squared_derivative_law(activation, q, nodes=nodes)

@@ -160,7 +160,7 @@ def mean_field(
     """
     check_number("mean_field", "sigma_w", sigma_w, positive=True)
     check_number("mean_field", "sigma_b", sigma_b, minimum=0)
-    get_activation(activation)
+    get_activation(activation, "mean_field")
     q = variance_fixed_point(activation, sigma_w, sigma_b)
     c1 = float(chi1(q, activation, sigma_w))
     c_star = _correlation_fixed_point(activation, sigma_w, sigma_b, q, c1)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ortho_lightning.exceptions import ConfigurationError, SelectionError
+from ortho_lightning.exceptions import ActivationError, ConfigurationError, SelectionError
 from ortho_lightning.init import InitReport, critical_point, initialize
 from ortho_lightning.theory.quadrature import chi1, variance_fixed_point
 
@@ -151,7 +151,7 @@ class _Scale(nn.Module):
         ({"fallback": "zeros"}, ConfigurationError, "initialize: fallback must be one of .* got 'zeros'"),
         ({"sigma_b": -1.0}, ConfigurationError, "initialize: sigma_b must be a finite number >= 0, got -1.0"),
         ({"sigma_b": math.inf}, ConfigurationError, "initialize: sigma_b must be a finite number >= 0, got inf"),
-        ({"activation": "swish", "gain": "critical"}, ConfigurationError, "unknown activation 'swish'"),
+        ({"activation": "swish", "gain": "critical"}, ActivationError, r"initialize: activation must be one of \[.*\] or a callable .*, got 'swish'"),
         ({"include": "encoder.*"}, SelectionError, r"include pattern\(s\) \['encoder.\*'\] match no module"),
         ({"recurrent": "ih"}, ConfigurationError, r"initialize: recurrent must be one of \['hh', 'all'\], got 'ih'"),
     ],

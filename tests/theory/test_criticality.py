@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ortho_lightning.exceptions import ConfigurationError, NoCriticalPointError
+from ortho_lightning.exceptions import ActivationError, ConfigurationError, NoCriticalPointError
 from ortho_lightning.theory.criticality import CriticalPoint, critical_point
 from tests.init._reference import expect, tanh_critical_point
 
@@ -105,7 +105,7 @@ def test_no_critical_point_says_why(activation, sigma_b, match):
     "call,error,match",
     [
         (lambda: critical_point("tanh", -0.1), ConfigurationError, "critical_point: sigma_b must be a finite number >= 0, got -0.1"),
-        (lambda: critical_point("swish", 0.0), ConfigurationError, "unknown activation 'swish'"),
+        (lambda: critical_point("swish", 0.0), ActivationError, r"critical_point: activation must be one of \[.*\] or a callable .*, got 'swish'"),
     ],
     ids=["negative-sigma_b", "unknown-activation"],
 )

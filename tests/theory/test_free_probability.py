@@ -211,7 +211,7 @@ def test_prediction_matches_wide_tanh_network(spectra, critical, weights):
         ({"grid_size": 3}, "jacobian_spectrum_density: grid_size must be an integer >= 16, got 3"),
         ({"sigma_w": 0.0}, "sigma_w must be a finite number > 0, got 0.0"),
         ({"q_star": -1.0}, "q_star must be a finite number >= 0 or None, got -1.0"),
-        ({"activation": "swish!"}, "unknown activation 'swish!'"),
+        ({"activation": "swish!"}, r"jacobian_spectrum_density: activation must be one of \[.*\] or a callable .*, got 'swish!'"),
     ],
     ids=["weights", "depth", "grid", "sigma_w", "q_star", "activation"],
 )

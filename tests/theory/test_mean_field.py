@@ -136,7 +136,7 @@ def test_phase_is_critical_at_the_init_critical_point():
     [
         (("tanh", 0.0, 0.1), ConfigurationError, "mean_field: sigma_w must be a finite number > 0, got 0.0"),
         (("tanh", 1.0, -0.1), ConfigurationError, "mean_field: sigma_b must be a finite number >= 0, got -0.1"),
-        (("nope", 1.0, 0.1), ActivationError, "unknown activation 'nope'"),
+        (("nope", 1.0, 0.1), ActivationError, r"mean_field: activation must be one of \[.*'tanh'.*\] or a callable .*, got 'nope'"),
     ],
     ids=["sigma_w", "sigma_b", "activation"],
 )
