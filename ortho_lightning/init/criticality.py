@@ -34,8 +34,7 @@ def resolve_gain(gain: Gain, activation: str | Activation = "tanh", sigma_b: flo
                  owner: str = "resolve_gain", name: str = "gain") -> float:
     """A gain as a float: ``"critical"`` means ``critical_point(activation, sigma_b).sigma_w``.
 
-    ``owner`` and ``name`` are the function and argument named in the error (``gaussian_``
-    calls its gain ``sigma_w``).
+    ``owner`` and ``name`` are the function and argument named in the error.
 
     Raises:
         ConfigurationError: ``gain`` is neither a finite number nor ``"critical"``.

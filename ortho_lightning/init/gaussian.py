@@ -13,22 +13,25 @@ from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.init._random import standard_normal
 from ortho_lightning.init.criticality import Gain, resolve_gain
 from ortho_lightning.init.delta_orthogonal import set_centre_tap_
+from ortho_lightning.validation import renamed_kwargs
 
 
+@renamed_kwargs(sigma_w="gain")
 def gaussian_(
     tensor: Tensor,
-    sigma_w: Gain = 1.0,
+    gain: Gain = 1.0,
     generator: torch.Generator | None = None,
     *,
     activation: str | Activation = "tanh",
     sigma_b: float = 0.0,
 ) -> Tensor:
-    """Fill ``tensor`` in place with i.i.d. N(0, sigma_w^2 / fan_in), fan_in = prod(shape[1:])
-    (the mean-field convention). ``sigma_w="critical"`` uses ``critical_point(activation,
-    sigma_b).sigma_w``. Returns ``tensor``."""
+    """Fill ``tensor`` in place with i.i.d. N(0, gain^2 / fan_in), fan_in = prod(shape[1:])
+    (the mean-field convention: ``gain`` is the theory's ``sigma_w``, as for every other scheme).
+    ``gain="critical"`` uses ``critical_point(activation, sigma_b).sigma_w``. ``sigma_w=`` is a
+    deprecated alias of ``gain`` (removed in 0.3.0). Returns ``tensor``."""
     if tensor.dim() < 2:
         raise ShapeError(f"gaussian_: tensor must have >= 2 dims, got shape {tuple(tensor.shape)}")
-    s = resolve_gain(sigma_w, activation, sigma_b, owner="gaussian_", name="sigma_w")
+    s = resolve_gain(gain, activation, sigma_b, owner="gaussian_")
     fan_in = math.prod(tensor.shape[1:])
     with torch.no_grad():
         tensor.copy_(standard_normal(tuple(tensor.shape), tensor, generator) * (s / math.sqrt(fan_in)))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ortho_lightning.exceptions import ShapeError
+from ortho_lightning.exceptions import ConfigurationError, ShapeError
 from ortho_lightning.init import critical_point, gaussian_, identity_
 
 
@@ -23,6 +23,22 @@ def test_entries_are_normal_with_variance_sigma_w_squared_over_fan_in(shape, fan
     assert abs(w.var() / var - 1) < 5 * math.sqrt(2 / n)
     # Gaussian, not uniform: the fourth moment is 3 var^2 (a uniform law gives 1.8 var^2)
     assert abs(w.pow(4).mean() / var**2 - 3) < 0.3
+
+
+def test_sigma_w_is_a_deprecated_alias_of_gain():
+    new = gaussian_(torch.empty(30, 20), gain=1.7, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(DeprecationWarning, match=r"gaussian_: 'sigma_w' is deprecated, use 'gain' "
+                      r"\(removed in 0\.3\.0\)"):
+        old = gaussian_(torch.empty(30, 20), sigma_w=1.7, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(old, new)
+    # and the gain is really used: 1.7 times the unit-gain draw of the same generator state
+    unit = gaussian_(torch.empty(30, 20), gain=1.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(new, 1.7 * unit)
+    with pytest.raises(ConfigurationError, match="gaussian_: got both 'sigma_w' and its new name 'gain'"):
+        gaussian_(torch.empty(3, 2), gain=1.0, sigma_w=1.0)
+    with pytest.raises(ConfigurationError, match=r"^gaussian_: gain must be a finite number or "
+                       r"'critical', got nan$"):
+        gaussian_(torch.empty(3, 2), float("nan"))
 
 
 def test_critical_sigma_w():
