@@ -168,7 +168,7 @@ def cell_id(axes: Mapping[str, Any], seed: int, params: Mapping[str, Any], targe
 
 
 def _check_function_params(owner: str, target: str, keys: list[str], allow_import: bool) -> None:
-    fn = resolve_function(target, allow_import)
+    fn = resolve_function(target, allow_import, owner=owner)
     sig = inspect.signature(fn)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return

@@ -26,8 +26,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any, TypeVar
 
-from ortho_lightning.exceptions import ConfigurationError
-from ortho_lightning.validation import check_callable
+from ortho_lightning.validation import check_callable, fail
 
 PACKAGE = "ortho_lightning.experiments"
 #: modules of :data:`PACKAGE` that run grids rather than measure: never callable from a config
@@ -66,54 +65,50 @@ def _entry_point(target: str) -> Callable[..., Any] | None:
     return None
 
 
-def _import(target: str) -> Callable[..., Any]:
+def _import(target: str, owner: str, name: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigurationError(
-            f"experiment 'function': expected an importable module, got {module_name!r} "
-            f"({err})") from err
+        fail(owner, name, f"a function of an importable module (importing {module_name!r}: "
+             f"{err})", target)
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise ConfigurationError(
-            f"experiment 'function': expected a callable of {module_name!r}, got {attr!r} "
-            "(no callable of that name there)")
+        fail(owner, name, f"a callable of {module_name!r} (it has no callable {attr!r})", target)
     return fn
 
 
-def resolve_function(target: str, allow_import: bool = False) -> Callable[..., Any]:
+def resolve_function(target: str, allow_import: bool = False, *, owner: str = "experiment",
+                     name: str = "function") -> Callable[..., Any]:
     """The function a config names as ``"package.module:function"``, if it is allowed.
 
     Returns the function when it is registered (see the module docstring) or, with
     ``allow_import=True``, whatever callable the string imports.
 
     Raises:
-        ConfigurationError: when ``target`` is not a ``module:function`` string, cannot be
-            imported, or is not an allowed function (naming the allowed modules and the flag).
+        ConfigurationError: ``"{owner}: {name} must be ..."`` (the grid file or report and its
+            key) when ``target`` is not a ``module:function`` string, cannot be imported, or is
+            not an allowed function (naming the allowed modules and the flag).
     """
     if not isinstance(target, str) or ":" not in target:
-        raise ConfigurationError(
-            f"experiment 'function': expected 'module:function', got {target!r}")
+        fail(owner, name, "a 'module:function' string", target)
     if target in _REGISTERED:
         return _REGISTERED[target]
     if allow_import:
-        return _import(target)
+        return _import(target, owner, name)
     module_name, _, attr = target.partition(":")
     modules = experiment_modules()
     if module_name in modules:
-        fn = _import(target)
+        fn = _import(target, owner, name)
         if (attr.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != module_name):
-            raise ConfigurationError(
-                f"experiment 'function': expected a public function defined in "
-                f"{module_name!r}, got {target!r}, which is not one (a config may not call it)")
+            fail(owner, name, f"a public function defined in {module_name!r} (a config may not "
+                 "call this one)", target)
         return fn
     found = _entry_point(target)
     if found is not None:
         return found
-    raise ConfigurationError(
-        f"experiment 'function': expected a function of the package's experiment modules "
-        f"({', '.join(m.rsplit('.', 1)[-1] for m in modules)} in {PACKAGE}), one registered "
-        f"with register_experiment or the {ENTRY_POINT_GROUP!r} entry-point group, got "
-        f"{target!r} (configs are data: pass --allow-import / allow_import=True to let this "
-        f"file import and run any code)")
+    fail(owner, name, f"a function of the package's experiment modules "
+         f"({', '.join(m.rsplit('.', 1)[-1] for m in modules)} in {PACKAGE}), one registered "
+         f"with register_experiment or the {ENTRY_POINT_GROUP!r} entry-point group (configs are "
+         "data: pass --allow-import / allow_import=True to let this file import and run any "
+         "code)", target)

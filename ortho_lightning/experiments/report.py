@@ -295,7 +295,7 @@ def make_report(folder: str | Path, *, allow_import: bool = False) -> Path:
         parts += ["", "## Summary (mean ± std over seeds)", "",
                   summary_table(report["summary"], columns, rows)]
     if report.get("function"):
-        hook = resolve_function(report["function"], allow_import)
+        hook = resolve_function(report["function"], allow_import, owner="report")
         parts += ["", hook(columns, rows, folder / "figures")]
     path = folder / "summary.md"
     path.write_text("\n".join(parts).rstrip() + "\n")

@@ -27,8 +27,8 @@ def test_a_grid_cannot_call_logging_basicconfig_to_truncate_a_file(tmp_path):
     victim.write_text("keep me")
     spec = {"kind": "function", "function": "logging:basicConfig",
             "base": {"filename": str(victim), "filemode": "w"}, "axes": {"force": [True]}}
-    with pytest.raises(ConfigurationError, match=r"expected a function of the package's "
-                       r"experiment modules .* got 'logging:basicConfig'.*--allow-import"):
+    with pytest.raises(ConfigurationError, match=r"^experiment: function must be a function of the "
+                       r"package's experiment modules .*--allow-import.*, got 'logging:basicConfig'$"):
         expand(spec)
     assert victim.read_text() == "keep me"
 
@@ -40,7 +40,8 @@ def test_a_grid_cannot_call_logging_basicconfig_to_truncate_a_file(tmp_path):
     "tests.adversarial.untrusted:cell",                # importable, but nobody registered it
 ])
 def test_unregistered_functions_are_refused(target):
-    with pytest.raises(ConfigurationError, match="expected a function of the package's experiment"):
+    with pytest.raises(ConfigurationError, match="^experiment: function must be a function of the "
+                       "package's experiment"):
         registry.resolve_function(target)
 
 
@@ -50,7 +51,9 @@ def test_unregistered_functions_are_refused(target):
     "ortho_lightning.experiments.ntk:_fit",           # private helper
 ])
 def test_only_public_functions_defined_in_an_experiment_module(target):
-    with pytest.raises(ConfigurationError, match="expected a public function defined in"):
+    with pytest.raises(ConfigurationError, match=r"^experiment: function must be a public function "
+                       r"defined in 'ortho_lightning\.experiments\.(fisher|ntk)' \(a config may not "
+                       rf"call this one\), got '{target}'$"):
         registry.resolve_function(target)
 
 
@@ -84,7 +87,8 @@ def _results_folder(tmp_path: Path, hook: str) -> Path:
 
 def test_report_of_someone_elses_folder_does_not_run_its_function(tmp_path):
     folder = _results_folder(tmp_path, UNTRUSTED_HOOK)
-    with pytest.raises(ConfigurationError, match=r"got 'tests.adversarial.untrusted:report_hook'"):
+    with pytest.raises(ConfigurationError, match=r"^report: function must be a function of the "
+                       r"package's experiment modules .*, got 'tests.adversarial.untrusted:report_hook'$"):
         make_report(folder)
     assert not (folder / "figures" / untrusted.MARK).exists()
     summary = make_report(folder, allow_import=True)

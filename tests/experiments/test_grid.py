@@ -54,7 +54,11 @@ BAD = [
      f"experiment: parameters must be among the arguments ['a', 'b', 'steps'] of {FN!r} (unknown ones "
      "listed), got ['depth']"),
     ("bad_kind", {"kind": "shell"}, "experiment: kind must be one of ['function', 'recipe'], got 'shell'"),
-    ("bad_function", {"function": "ortho_lightning.experiments.fisher:nope"}, "expected a callable of 'ortho_lightning.experiments.fisher', got 'nope'"),
+    ("bad_function", {"function": "ortho_lightning.experiments.fisher:nope"},
+     "experiment: function must be a callable of 'ortho_lightning.experiments.fisher' (it has no callable "
+     "'nope'), got 'ortho_lightning.experiments.fisher:nope'"),
+    ("not_module_function", {"function": "quadratic"},
+     "experiment: function must be a 'module:function' string, got 'quadratic'"),
     ("base_and_axis", {"base": {"a": 1}},
      "experiment: key 'a' must be in 'base' or in 'axes', not in both, got {'base': 1, 'axes': [1.0, 2.0, 3.0]}"),
     ("bad_seed", {"seed": []}, "experiment: seed must be an int or a non-empty list of ints, got []"),
@@ -118,3 +122,10 @@ def test_errors_name_the_grid_file(tmp_path):
     with pytest.raises(ConfigurationError, match=r"^experiment my_grid.yaml: wandb must be true or "
                        r"a mapping of WandbLogger arguments, got \['p'\]$"):
         load_grid(path)
+
+
+def test_an_unimportable_module_is_named_with_the_import_error():
+    with pytest.raises(ConfigurationError, match=r"^experiment: function must be a function of an "
+                       r"importable module \(importing 'no_such_pkg_xyz': No module named "
+                       r"'no_such_pkg_xyz'\), got 'no_such_pkg_xyz:f'$"):
+        expand({"kind": "function", "function": "no_such_pkg_xyz:f"}, allow_import=True)
