@@ -72,9 +72,9 @@ class Variant:
             parametrizations.orthogonal(self.model.rnn, "weight_hh_l0")
         elif name.startswith("OrthogonalConstraint"):
             triv = "cayley" if "cayley" in name else "expm"
-            self.callback = OrthogonalConstraint(targets="rnn", triv=triv, log_every_n_steps=None)
+            self.callback = OrthogonalConstraint(include="rnn", triv=triv, log_every_n_steps=None)
         elif name == "OrthogonalRegularizer":
-            self.callback = OrthogonalRegularizer(1e-2, targets="rnn", log_every_n_steps=None)
+            self.callback = OrthogonalRegularizer(1e-2, include="rnn", log_every_n_steps=None)
         if self.callback is not None:
             self.callback.setup(self.trainer, self.model, "fit")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)

@@ -166,8 +166,8 @@ def _train(accelerator: str, folder, precision: str = "32-true") -> list[dict]:
     every = {"every_n_steps": 2, "every_n_epochs": None}
     callbacks = [
         OrthogonalInit(scheme="orthogonal", gain=1.0, seed=0),
-        OrthogonalConstraint(targets="layers.3"),
-        OrthogonalRegularizer(weight=0.1, targets="layers.0", log_every_n_steps=1),
+        OrthogonalConstraint(include="layers.3"),
+        OrthogonalRegularizer(coefficient=0.1, include="layers.0", log_every_n_steps=1),
         JacobianSpectrumMonitor(probe_size=4, **every),
         FisherSpectrumMonitor(probe_size=4, **every),
         WeightSpectrumMonitor(**every),
