@@ -37,11 +37,10 @@ from typing import Any
 
 import yaml
 
-from ortho_lightning.exceptions import ConfigurationError
 from ortho_lightning.experiments.grid import check_name
 from ortho_lightning.experiments.registry import resolve_function
 from ortho_lightning.experiments.table import ID_COLUMN, read_table
-from ortho_lightning.validation import check_choice
+from ortho_lightning.validation import check_choice, fail
 
 FIGURE_KEYS = ("name", "x", "y", "hue", "where", "logx", "logy", "fit", "title", "xlabel",
                "ylabel", "hline", "agg", "scatter")
@@ -136,19 +135,20 @@ def linear_slope(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float
 def draw_figure(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
                 out_dir: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     """Draw one figure spec; returns the written files (PNG, SVG) and the fitted slopes."""
+    owner = "report figure" + (f" {spec['name']!r}" if "name" in spec else "")
     unknown = [k for k in spec if k not in FIGURE_KEYS]
     if unknown:
-        raise ConfigurationError(f"report figure has unknown key(s) {unknown}; accepted: {list(FIGURE_KEYS)}")
-    check_choice(f"report figure {spec.get('name')!r}", "agg", spec.get("agg", "mean"), AGGREGATES)
+        fail(owner, "keys", f"among {list(FIGURE_KEYS)} (unknown ones listed)", unknown)
+    check_choice(owner, "agg", spec.get("agg", "mean"), AGGREGATES)
     for key in ("name", "x", "y"):
         if key not in spec:
-            raise ConfigurationError(f"report figure needs a {key!r} key, received {dict(spec)}")
-    check_name("report figure", "name", spec["name"])  # a file under out_dir, never outside it
+            fail(owner, key, "given (a figure needs 'name', 'x' and 'y')", None)
+    check_name(owner, "name", spec["name"])  # a file under out_dir, never outside it
     x, ys, hue = spec["x"], _as_list(spec["y"]), _as_list(spec.get("hue"))
     missing = [c for c in [x, *ys, *hue] if c not in columns]
     if missing:
-        raise ConfigurationError(
-            f"report figure {spec['name']!r}: column(s) {missing} are not in the table; it has {list(columns)}")
+        fail(owner, "x, y and hue", f"columns of the results table {list(columns)} (missing ones "
+             "listed)", missing)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,7 +248,8 @@ def summary_table(spec: Mapping[str, Any], columns: Sequence[str], rows: Sequenc
     group, cols = _as_list(spec.get("group")), _as_list(spec.get("columns"))
     missing = [c for c in group + cols if c not in columns]
     if missing:
-        raise ConfigurationError(f"report summary: column(s) {missing} are not in the table; it has {list(columns)}")
+        fail("report summary", "group and columns", f"columns of the results table {list(columns)} "
+             "(missing ones listed)", missing)
     data = filter_rows(rows, spec.get("where"))
     aggs = {c: aggregate(data, group, c) for c in cols}
     keys = sorted({k for a in aggs.values() for k in a}, key=lambda k: [_sortable(v) for v in k])
@@ -272,7 +273,7 @@ def make_report(folder: str | Path, *, allow_import: bool = False) -> Path:
     folder = Path(folder)
     spec_path = folder / "experiment.yaml"
     if not spec_path.is_file():
-        raise ConfigurationError(f"{str(folder)!r} is not an experiment folder: no experiment.yaml in it")
+        fail("make_report", "folder", "an experiment folder (one with an experiment.yaml)", str(folder))
     spec = yaml.safe_load(spec_path.read_text()) or {}
     columns, rows = read_table(folder / "results.csv")
     report = spec.get("report") or {}

@@ -52,7 +52,8 @@ def test_report_redraws_from_the_table_alone(folder):
 
 
 def test_report_on_a_non_experiment_folder_is_an_error(tmp_path):
-    with pytest.raises(ConfigurationError, match="no experiment.yaml"):
+    with pytest.raises(ConfigurationError, match=r"^make_report: folder must be an experiment folder "
+                       r"\(one with an experiment.yaml\), got '.*'$"):
         make_report(tmp_path)
 
 
@@ -65,7 +66,26 @@ def _set_first_figure(folder, key, value):
 
 def test_report_names_a_missing_column(folder):
     _set_first_figure(folder, "y", "accuracy")
-    with pytest.raises(ConfigurationError, match=r"column\(s\) \['accuracy'\] are not in the table"):
+    with pytest.raises(ConfigurationError, match=r"^report figure '.*': x, y and hue must be columns of "
+                       r"the results table \[.*'loss'.*\] \(missing ones listed\), got \['accuracy'\]$"):
+        make_report(folder)
+
+
+def test_report_names_unknown_and_missing_figure_keys_and_summary_columns(folder):
+    _set_first_figure(folder, "colour", "red")
+    with pytest.raises(ConfigurationError, match=r"^report figure 'loss_vs_a': keys must be among "
+                       r"\['name', .*\] \(unknown ones listed\), got \['colour'\]$"):
+        make_report(folder)
+    spec = yaml.safe_load((folder / "experiment.yaml").read_text())
+    del spec["report"]["figures"][0]["colour"], spec["report"]["figures"][0]["x"]
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigurationError, match=r"^report figure 'loss_vs_a': x must be given \(a "
+                       r"figure needs 'name', 'x' and 'y'\), got None$"):
+        make_report(folder)
+    spec["report"] = {"summary": {"group": ["a"], "columns": ["loss", "acc"]}}
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigurationError, match=r"^report summary: group and columns must be columns "
+                       r"of the results table \[.*\] \(missing ones listed\), got \['acc'\]$"):
         make_report(folder)
 
 
