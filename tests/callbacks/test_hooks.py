@@ -18,7 +18,7 @@ HOOKS = sorted(n for n, f in vars(Callback).items() if n.startswith("on_") and i
 INSTANCES = {
     "OrthogonalInit": {},
     "OrthogonalConstraint": {},
-    "OrthogonalRegularizer": {"weight": 0.1},
+    "OrthogonalRegularizer": {"coefficient": 0.1},
     "JacobianSpectrumMonitor": {"on_fit_start": True},
     "FisherSpectrumMonitor": {"on_fit_start": False, "every_n_steps": 5},
     "WeightSpectrumMonitor": {"on_fit_start": True},

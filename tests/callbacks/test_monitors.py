@@ -248,7 +248,7 @@ def test_plain_trainer_run_records_the_callbacks_settings_in_the_wandb_config(tm
         JacobianSpectrumMonitor(every_n_steps=3, probe_size=5, chunk_size=2),
         FisherSpectrumMonitor(every_n_steps=None, every_n_epochs=1, probe_size=2, method="lanczos", k=3),
         WeightSpectrumMonitor(every_n_steps=3, include="layers.*"),
-        OrthogonalRegularizer(weight=0.25, gain=1.5, kind="srip", targets="layers.0", log_every_n_steps=1),
+        OrthogonalRegularizer(coefficient=0.25, gain=1.5, kind="srip", include="layers.0", log_every_n_steps=1),
     ]
     fit = trainer(tmp_path, callbacks, logger=[wb_logger, csv_logger], max_steps=1, log_every_n_steps=1)
     fit.fit(TinyNet(), loader())
@@ -261,7 +261,7 @@ def test_plain_trainer_run_records_the_callbacks_settings_in_the_wandb_config(tm
     assert (fisher["method"], fisher["k"], fisher["every_n_epochs"], fisher["every_n_steps"]) == ("lanczos", 3, 1, None)
     assert config["callbacks/WeightSpectrumMonitor"]["include"] == ["layers.*"]
     reg = config["callbacks/OrthogonalRegularizer"]
-    assert (reg["weight"], reg["gain"], reg["kind"], reg["targets"]) == (0.25, 1.5, "srip", ["layers.0"])
+    assert (reg["coefficient"], reg["gain"], reg["kind"], reg["include"]) == (0.25, 1.5, "srip", ["layers.0"])
     # every key the run logged (monitors, regulariser) is in docs/logged_keys.md
     keys = {k for row in history(run) for k in row}
     assert {"ortho/penalty", "ortho/defect/layers.0.weight", "spectra/fisher/max",
