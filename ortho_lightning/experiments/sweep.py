@@ -32,9 +32,9 @@ from typing import Any
 
 import yaml
 
-from ortho_lightning.exceptions import ConfigurationError
-from ortho_lightning.experiments.grid import Grid
+from ortho_lightning.experiments.grid import Grid, grid_owner
 from ortho_lightning.experiments.runner import default_flags, flag_value
+from ortho_lightning.validation import fail
 
 SWEEP_NAME = "sweep.yaml"
 #: the parameter that carries the combinations of variant axes (``--config=<yaml text>``)
@@ -44,9 +44,10 @@ SEED_PARAMETER = "seed_everything"
 DEFAULT_PROJECT = "ortho-lightning"
 
 
-def _nest(params: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _nest(params: Mapping[str, Any], owner: str, where: str) -> dict[str, Any]:
     """Dotted keys -> a nested config mapping (``a.b: 1`` -> ``{a: {b: 1}}``), later keys merged
-    into earlier mappings."""
+    into earlier mappings; a key set both to a value and below (``a: 1`` and ``a.b: 2``) is a
+    ConfigurationError naming ``owner`` and ``where``."""
     tree: dict[str, Any] = {}
     for key, value in params.items():
         *parents, leaf = key.split(".")
@@ -54,9 +55,9 @@ def _nest(params: Mapping[str, Any], where: str) -> dict[str, Any]:
         for i, part in enumerate(parents):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigurationError(
-                    f"--emit-sweep: {where} sets {'.'.join(parents[:i + 1])!r} to {child!r} and "
-                    f"also {key!r} below it; give one or the other")
+                prefix = ".".join(parents[:i + 1])
+                fail(owner, f"the keys of {where}", f"either a key or keys below it, not both "
+                     f"({prefix!r} is {child!r})", [prefix, key])
             node = child
         if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
             node[leaf] = {**node[leaf], **value}
@@ -103,11 +104,11 @@ def sweep_config(grid: Grid) -> tuple[dict[str, Any], list[str]]:
     :class:`ConfigurationError` for a function grid (no training cells), a variant that sets a
     key and a key below it, or variants that W&B could not tell apart.
     """
+    owner = f"{grid_owner(grid.source)} (--emit-sweep)"
     if grid.kind != "recipe":
-        raise ConfigurationError(
-            f"--emit-sweep: experiment {grid.name!r} is kind {grid.kind!r}; a W&B sweep runs "
-            "training recipes (kind: recipe). Run function grids with `ortho-lightning "
-            "experiment` (--backend ray to spread them over a Ray cluster)")
+        fail(owner, "kind", "'recipe' (a W&B sweep runs training recipes; run function grids "
+             "with `ortho-lightning experiment`, --backend ray to spread them over a Ray "
+             "cluster)", grid.kind)
     plain = {k: vs for k, vs in grid.axes.items() if not isinstance(vs[0], Mapping)}
     variant_axes = {k: vs for k, vs in grid.axes.items() if isinstance(vs[0], Mapping)}
     parameters: dict[str, Any] = {}
@@ -122,7 +123,7 @@ def sweep_config(grid: Grid) -> tuple[dict[str, Any], list[str]]:
                 for variant in combo:
                     merged.update({k: v for k, v in variant.items() if k != "name"})
                 name = " x ".join(v["name"] for v in combo)
-                tree = _nest(merged, f"variant {name!r}")
+                tree = _nest(merged, owner, f"variant {name!r}")
                 texts.append(yaml.safe_dump(tree, default_flow_style=True, width=10**6).strip())
                 names.append(name)
             parameters[VARIANTS_PARAMETER] = {"values": texts}
@@ -145,9 +146,8 @@ def sweep_config(grid: Grid) -> tuple[dict[str, Any], list[str]]:
     }
     for key, p in parameters.items():  # W&B's grid runs each distinct (YAML) value once
         if len({yaml.safe_dump(v) for v in p["values"]}) != len(p["values"]):
-            raise ConfigurationError(
-                f"--emit-sweep: parameter {key!r} repeats a value {p['values']} (variants that "
-                "set identical parameters?), which a W&B grid would run once; make them differ")
+            fail(owner, f"parameter {key!r}", "distinct values (a W&B grid runs a repeated value "
+                 "once; variants that set identical parameters?)", p["values"])
     return config, notes
 
 

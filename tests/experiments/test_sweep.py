@@ -104,12 +104,20 @@ def test_sweep_is_valid_and_w_and_b_grid_runs_exactly_the_cells(path, monkeypatc
 
 def test_function_grid_and_indistinct_variants_are_refused():
     fn = {"kind": "function", "function": "tests.experiments.fake_cells:quadratic", "axes": {"a": [1.0]}}
-    with pytest.raises(ConfigurationError, match="kind 'function'"):
+    with pytest.raises(ConfigurationError, match=r"^experiment \(--emit-sweep\): kind must be 'recipe' "
+                       r"\(a W&B sweep runs training recipes; .*\), got 'function'$"):
         sweep_config(expand(fn))
     twins = expand({"kind": "recipe", "recipe": "recipes/x.yaml", "axes": {"arm": [
         {"name": "a", "init.init_args.gain": 1.0}, {"name": "b", "init.init_args.gain": 1.0}]}})
-    with pytest.raises(ConfigurationError, match="repeats a value"):
+    with pytest.raises(ConfigurationError, match=r"^experiment \(--emit-sweep\): parameter 'config' "
+                       r"must be distinct values \(.*\), got \['\{init: \{init_args: \{gain: 1.0\}\}\}', "):
         sweep_config(twins)
+    nested = expand({"kind": "recipe", "recipe": "recipes/x.yaml", "axes": {"arm": [
+        {"name": "a", "model": "m", "model.init_args.depth": 2}, {"name": "b", "model": "n"}]}})
+    with pytest.raises(ConfigurationError, match=r"^experiment \(--emit-sweep\): the keys of variant 'a' "
+                       r"must be either a key or keys below it, not both \('model' is 'm'\), got "
+                       r"\['model', 'model.init_args.depth'\]$"):
+        sweep_config(nested)
 
 
 @pytest.mark.slow
