@@ -197,5 +197,5 @@ def from_class_config(owner: str, key: str, value: Any) -> Any:
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigurationError(f"{owner}: {key}: cannot import class_path {path!r} ({err})") from None
+        fail(owner, f"{key}.class_path", f"an importable 'module.Class' path ({err})", path)
     return functools.partial(cls, **dict(value.get("init_args") or {}))

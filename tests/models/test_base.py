@@ -114,5 +114,7 @@ def test_unnameable_optimizer_is_described_and_reload_asks_for_it(tmp_path):
 
 
 def test_class_config_with_a_bad_class_path_names_it():
-    with pytest.raises(ConfigurationError, match=r"MLPClassifier: optimizer: cannot import.*torch.optim.Nope"):
+    with pytest.raises(ConfigurationError, match=r"^MLPClassifier: optimizer.class_path must be an importable "
+                       r"'module.Class' path \(module 'torch.optim' has no attribute 'Nope'\), "
+                       r"got 'torch.optim.Nope'$"):
         MLPClassifier(depth=1, width=4, optimizer={"class_path": "torch.optim.Nope", "init_args": {}})
