@@ -29,7 +29,7 @@ from ortho_lightning.data.download import (
 )
 from ortho_lightning.data.idx import read_idx
 from ortho_lightning.data.sampling import EpochSampler, ResumableDataLoader
-from ortho_lightning.exceptions import ConfigurationError, DataError
+from ortho_lightning.exceptions import DataError
 from ortho_lightning.validation import check_choice, check_int, check_number, fail
 
 #: Environment variable naming the default data folder.
@@ -346,10 +346,8 @@ class MNISTDataModule(LightningDataModule):
     def _split_indices(self, n: int) -> tuple[slice | torch.Tensor, slice | torch.Tensor]:
         val_size = self.hparams.val_size
         if val_size >= n:
-            raise ConfigurationError(
-                f"MNISTDataModule: val_size={val_size} must be smaller than the {n} training "
-                f"images in {self.data_dir}"
-            )
+            fail("MNISTDataModule", "val_size", f"smaller than the {n} training images in "
+                 f"{self.data_dir}", val_size)
         if self.hparams.val_split == "last":
             return slice(0, n - val_size), slice(n - val_size, n)
         generator = torch.Generator().manual_seed(self.hparams.split_seed)

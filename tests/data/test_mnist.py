@@ -198,7 +198,7 @@ def test_bad_arguments(kwargs, message):
 
 def test_val_size_not_smaller_than_training_set(tiny_mnist):
     dm = MNISTDataModule(data_dir=str(tiny_mnist.folder), allow_subset=True, val_size=40)
-    with pytest.raises(ConfigurationError, match="val_size=40 must be smaller than the 40"):
+    with pytest.raises(ConfigurationError, match=r"^MNISTDataModule: val_size must be smaller than the 40 training images in .*, got 40$"):
         dm.setup("fit")
 
 
