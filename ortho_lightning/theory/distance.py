@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ortho_lightning.exceptions import ShapeError
 from ortho_lightning.theory.free_probability import SpectralDensity
+from ortho_lightning.validation import fail
 
 Reference = SpectralDensity | Tensor | tuple[Tensor, Tensor]
 
@@ -22,9 +23,10 @@ Reference = SpectralDensity | Tensor | tuple[Tensor, Tensor]
 def _as_samples(samples: Tensor | np.ndarray, name: str) -> np.ndarray:
     a = torch.as_tensor(samples).detach().to("cpu", torch.float64).reshape(-1).numpy()
     if a.size == 0:
-        raise ShapeError(f"theory.distance.wasserstein1: {name} is empty; expected >= 1 value")
+        fail("wasserstein1", name, "at least 1 value", tuple(np.shape(samples)), ShapeError)
     if not np.isfinite(a).all():
-        raise ShapeError(f"theory.distance.wasserstein1: {name} holds non-finite values")
+        bad = int((~np.isfinite(a)).sum())
+        fail("wasserstein1", name, "finite values (count of non-finite ones shown)", bad, ShapeError)
     return np.sort(a)
 
 
@@ -41,10 +43,8 @@ def _from_grid(grid: Tensor, density: Tensor) -> SpectralDensity:
     g = torch.as_tensor(grid, dtype=torch.float64).reshape(-1)
     d = torch.as_tensor(density, dtype=torch.float64).reshape(-1)
     if g.shape != d.shape or g.numel() < 2:
-        raise ShapeError(
-            "theory.distance.wasserstein1: grid and density must be 1-d of the same size >= 2, "
-            f"got {tuple(g.shape)} and {tuple(d.shape)}"
-        )
+        fail("wasserstein1", "reference (grid, density)", "two 1-d tensors of the same size >= 2 "
+             "(their shapes shown)", (tuple(g.shape), tuple(d.shape)), ShapeError)
     mid = 0.5 * (g[1:] + g[:-1])
     edges = torch.cat([g[:1] - (mid[0] - g[0]), mid, g[-1:] + (g[-1] - mid[-1])])
     w = edges.diff()

@@ -63,9 +63,11 @@ def test_grid_density_pair_is_accepted_and_renormalized():
 @pytest.mark.parametrize(
     ("samples", "reference", "match"),
     [
-        (torch.zeros(0), torch.ones(3), "samples is empty"),
-        (torch.tensor([1.0, float("nan")]), torch.ones(3), "samples holds non-finite values"),
-        (torch.ones(3), (torch.ones(4), torch.ones(3)), r"same size >= 2, got \(4,\) and \(3,\)"),
+        (torch.zeros(0), torch.ones(3), r"^wasserstein1: samples must be at least 1 value, got \(0,\)$"),
+        (torch.tensor([1.0, float("nan"), float("inf")]), torch.ones(3),
+         r"^wasserstein1: samples must be finite values \(count of non-finite ones shown\), got 2$"),
+        (torch.ones(3), (torch.ones(4), torch.ones(3)), r"^wasserstein1: reference \(grid, density\) must be "
+         r"two 1-d tensors of the same size >= 2 \(their shapes shown\), got \(\(4,\), \(3,\)\)$"),
     ],
     ids=["empty", "nan", "shapes"],
 )
