@@ -45,6 +45,7 @@ from lightning.pytorch.loggers import WandbLogger
 from ortho_lightning.callbacks._logging import run_dir
 from ortho_lightning.exceptions import DataError
 from ortho_lightning.models.base import ClassificationModule
+from ortho_lightning.validation import fail
 
 #: top-level config keys that each hold one optional callback, in the order they are added
 CALLBACK_SLOTS: tuple[str, ...] = (
@@ -205,21 +206,22 @@ def describe_run(config: dict[str, Any]) -> tuple[str, list[str]]:
     return "-".join(parts), tags
 
 
-def check_checkpoint(ckpt_path: Any) -> None:
+def check_checkpoint(ckpt_path: Any, owner: str = "check_checkpoint") -> None:
     """Check that a local ``ckpt_path`` file is a whole torch checkpoint (a zip whose every
     member matches its CRC) before Lightning loads it: ``torch.load`` loads a bit-flipped one
     without complaint and fails on a truncated one with a message that names no file.
     Lightning's special values (``last``, ``best``, ...) and URLs pass through.
 
     Raises:
-        DataError: naming the file when it is missing, truncated, corrupt or not a checkpoint.
+        DataError: ``"{owner}: --ckpt_path must be ..., got '<file>'"`` when the file is missing,
+            truncated, corrupt or not a checkpoint (the CLI's owner is its subcommand).
     """
     if not isinstance(ckpt_path, str | os.PathLike) or "://" in str(ckpt_path) or str(
             ckpt_path) in ("last", "best", "hpc", "registry"):
         return
     path = Path(ckpt_path)
     if not path.is_file():
-        raise DataError(f"--ckpt_path: expected an existing checkpoint file, got {str(path)!r}")
+        fail(owner, "--ckpt_path", "an existing checkpoint file", str(path), DataError)
     problem = None
     try:
         with zipfile.ZipFile(path) as archive:
@@ -229,7 +231,7 @@ def check_checkpoint(ckpt_path: Any) -> None:
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         problem = f"not a readable checkpoint: truncated or not a torch.save file ({err})"
     if problem:
-        raise DataError(f"--ckpt_path: expected a whole torch checkpoint, got {str(path)!r}: {problem}")
+        fail(owner, "--ckpt_path", f"a whole torch checkpoint ({problem})", str(path), DataError)
 
 
 class OrthoLightningCLI(LightningCLI):
@@ -259,7 +261,7 @@ class OrthoLightningCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
-            check_checkpoint(self.config[subcommand].get("ckpt_path"))
+            check_checkpoint(self.config[subcommand].get("ckpt_path"), f"ortho-lightning {subcommand}")
 
     def slot_callbacks(self) -> list[Callback]:
         """The callbacks instantiated in the named slots (empty slots skipped)."""

@@ -4,6 +4,7 @@ or corrupt checkpoint is one line naming the file."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -101,13 +102,16 @@ def test_truncated_and_corrupt_checkpoints_are_one_line_naming_the_file(tiny_arg
     flipped.write_bytes(bytes(corrupt))
     text.write_text("not a checkpoint")
     cases = [(truncated, "not a readable checkpoint"), (flipped, "fails its CRC check"),
-             (text, "not a readable checkpoint"), (tmp_path / "missing.ckpt", "expected an existing")]
+             (text, "not a readable checkpoint"), (tmp_path / "missing.ckpt", "an existing checkpoint file")]
     for path, what in cases:
-        with pytest.raises(DataError, match=what):
+        with pytest.raises(DataError, match=rf"^check_checkpoint: --ckpt_path must be .*{what}.*, got "
+                           + re.escape(repr(str(path))) + "$"):
             check_checkpoint(str(path))
     capsys.readouterr()
     assert main(["fit", *tiny_args, f"--ckpt_path={truncated}"]) == USAGE_ERROR
     line = _one_line(capsys)
-    assert f"--ckpt_path: expected a whole torch checkpoint, got {str(truncated)!r}" in line
+    assert line.startswith("error: ortho-lightning fit: --ckpt_path must be a whole torch checkpoint (not a "
+                           "readable checkpoint")
+    assert line.endswith(f", got {str(truncated)!r}")
     assert main(["validate", *tiny_args, f"--ckpt_path={flipped}"]) == USAGE_ERROR
     assert "fails its CRC check" in _one_line(capsys)
