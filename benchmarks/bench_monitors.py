@@ -23,12 +23,16 @@ arguments that file gives them (read from it, figures and cadence included) on t
 model (784-256x20-10 tanh MLP, orthogonal critical init, SGD lr 0.01 momentum 0.9, batch 128,
 430 steps an epoch, offline W&B logger receiving scalars, histograms and figures; MNIST-shaped
 random data): ``--recipe-epochs`` epochs trained with no monitor, with the recipe's monitors,
-and with the same at ``log_spaced=False``, interleaved round by round (``--rounds``). Process
-CPU seconds, not wall time (the machine is shared). The table gives each run's overhead, the
-CPU cost of one measurement of each monitor inside the run (logging included), and from those
-the overhead over the recipe's full 6 epochs (2580 steps).
+and with the same at ``log_spaced=False`` (``--variants``), interleaved round by round
+(``--rounds``). Process CPU seconds, not wall time (the machine is shared). The table gives
+each variant's overhead end to end (fastest run with over fastest run without), the CPU spent
+inside the monitors' fit hooks over the rest of the same run (median of the rounds: the
+overhead without the noise of comparing two whole runs), the CPU cost of one measurement of
+each monitor inside the run (logging and figures included), and from those the overhead over
+the recipe's full 6 epochs (2580 steps).
 
     .venv/bin/python benchmarks/bench_monitors.py --recipe [--recipe-epochs 1] [--rounds 2]
+        [--variants recipe unspaced]
 """
 
 from __future__ import annotations
@@ -190,17 +194,28 @@ def recipe_monitors(log_spaced: bool | None = None) -> list:
     return monitors
 
 
+#: the monitors' Lightning hooks during fit: everything they add to a run (set-up and settings,
+#: the probe, the cadence checks, the measurements with their logging and figures)
+MONITOR_HOOKS = ("setup", "on_train_start", "on_train_batch_end", "on_train_epoch_end")
+
+
 def timed(monitor):
-    """``monitor`` with its measurements' process CPU seconds summed in ``cpu_seconds``."""
-    measure = monitor._measure
-    monitor.cpu_seconds = 0.0
+    """``monitor`` with its measurements' process CPU seconds summed in ``cpu_seconds`` and
+    those of all its fit hooks (measurements included) in ``hook_seconds``."""
+    monitor.cpu_seconds = monitor.hook_seconds = 0.0
 
-    def wrapped(trainer, pl_module) -> None:
-        start = time.process_time()
-        measure(trainer, pl_module)
-        monitor.cpu_seconds += time.process_time() - start
+    def wrap(fn, attribute):
+        def wrapped(*args, **kwargs):
+            start = time.process_time()
+            out = fn(*args, **kwargs)
+            setattr(monitor, attribute, getattr(monitor, attribute) + time.process_time() - start)
+            return out
 
-    monitor._measure = wrapped
+        return wrapped
+
+    monitor._measure = wrap(monitor._measure, "cpu_seconds")
+    for hook in MONITOR_HOOKS:
+        setattr(monitor, hook, wrap(getattr(monitor, hook), "hook_seconds"))
     return monitor
 
 
@@ -239,27 +254,43 @@ def recipe_fit_cpu_seconds(epochs: int, monitors: list, save_dir: str) -> float:
 
 
 def recipe_count(monitor, epochs: int) -> int:
-    """Measurements ``monitor`` makes in ``epochs`` epochs of 469 steps (fit start included)."""
+    """Measurements ``monitor`` makes in ``epochs`` epochs of the recipe (fit start included)."""
     steps = range(1, epochs * RECIPE_STEPS_PER_EPOCH + 1)
     count = int(monitor.measure_at_fit_start) + sum(map(monitor.is_cadence_step, steps))
     return count + (epochs // monitor.every_n_epochs if monitor.every_n_epochs else 0)
 
 
-def recipe_report(epochs: int, rounds: int, full_epochs: int = 6) -> None:
-    variants = {
-        "no monitors": lambda: [],
-        "the recipe's monitors, as configured": recipe_monitors,
-        "same, log_spaced=False": lambda: recipe_monitors(log_spaced=False),
-    }
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    per_call: dict[str, list[float]] = {name: [] for name in variants}
+RECIPE_VARIANTS = {
+    "none": ("no monitors", lambda: []),
+    "recipe": ("the recipe's monitors, as configured", recipe_monitors),
+    "unspaced": ("same, log_spaced=False", lambda: recipe_monitors(log_spaced=False)),
+}
+
+
+def recipe_report(epochs: int, rounds: int, variants: list[str], full_epochs: int = 6) -> None:
+    """Runs ``variants`` (keys of :data:`RECIPE_VARIANTS`; "none" always) interleaved round by
+    round and prints each round's CPU seconds, then the table of the fastest rounds.
+
+    Two overheads per variant: measured end to end, (fastest run with) / (fastest run without)
+    - 1, which carries the noise of two whole runs on a shared machine; and from inside the run,
+    the CPU seconds spent in the monitors' fit hooks over the rest of that run (median of the
+    rounds), which carries only the hooks' own noise."""
+    chosen = {key: RECIPE_VARIANTS[key] for key in ["none", *[v for v in variants if v != "none"]]}
+    cpu: dict[str, list[float]] = {key: [] for key in chosen}
+    share: dict[str, list[float]] = {key: [] for key in chosen}
+    per_call: dict[str, list[float]] = {key: [] for key in chosen}
     with tempfile.TemporaryDirectory() as save_dir:
-        for _ in range(rounds):  # interleaved, so drifts in the machine's state hit all alike
-            for name, build in variants.items():
+        for round_ in range(rounds):  # interleaved, so drifts in the machine's state hit all alike
+            for key, (_, build) in chosen.items():
                 monitors = [timed(m) for m in build()]
-                cpu[name].append(recipe_fit_cpu_seconds(epochs, monitors, save_dir))
-                per_call[name] = [m.cpu_seconds / max(1, len(m.measured_steps)) for m in monitors]
-    base = min(cpu["no monitors"])
+                seconds = recipe_fit_cpu_seconds(epochs, monitors, save_dir)
+                hooks = sum(m.hook_seconds for m in monitors)
+                cpu[key].append(seconds)
+                share[key].append(hooks / (seconds - hooks))
+                per_call[key] = [m.cpu_seconds / max(1, len(m.measured_steps)) for m in monitors]
+                print(f"round {round_ + 1}: {key}: {seconds:.2f} CPU s, of which monitor hooks {hooks:.2f}",
+                      flush=True)
+    base = min(cpu["none"])
     step = base / (epochs * RECIPE_STEPS_PER_EPOCH)
     print(
         f"\nMLP recipe (784-256x20-10 tanh, SGD, batch 128, offline W&B logger): {epochs} "
@@ -267,21 +298,23 @@ def recipe_report(epochs: int, rounds: int, full_epochs: int = 6) -> None:
         f"seconds (fastest of the rounds); bare: {1000 * step:.1f} ms a step"
     )
     print(
-        f"| variant | CPU s | overhead | CPU ms a measurement (jacobian / fisher / weights) | "
-        f"measurements in {full_epochs} epochs | {full_epochs}-epoch overhead |"
+        f"| variant | CPU s | overhead, end to end | monitor hooks / rest of the run | CPU ms a "
+        f"measurement (jacobian / fisher / weights) | measurements in {full_epochs} epochs | "
+        f"{full_epochs}-epoch overhead, from the costs |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, build in variants.items():
+    print("|---|---|---|---|---|---|---|")
+    for key, (name, build) in chosen.items():
         monitors = build()
         if not monitors:
-            print(f"| {name} | {base:.1f} | | | | |")
+            print(f"| {name} | {base:.1f} | | | | | |")
             continue
         counts = [recipe_count(m, full_epochs) for m in monitors]
-        cost = sum(c * t for c, t in zip(counts, per_call[name]))
+        cost = sum(c * t for c, t in zip(counts, per_call[key]))
         full = cost / (step * full_epochs * RECIPE_STEPS_PER_EPOCH)
         print(
-            f"| {name} | {min(cpu[name]):.1f} | {100 * (min(cpu[name]) / base - 1):.1f}% | "
-            f"{' / '.join(f'{1000 * t:.0f}' for t in per_call[name])} | "
+            f"| {name} | {min(cpu[key]):.1f} | {100 * (min(cpu[key]) / base - 1):.1f}% | "
+            f"{100 * statistics.median(share[key]):.1f}% | "
+            f"{' / '.join(f'{1000 * t:.0f}' for t in per_call[key])} | "
             f"{' / '.join(map(str, counts))} | {100 * full:.1f}% |"
         )
 
@@ -295,6 +328,8 @@ def main() -> None:
     parser.add_argument("--recipe", action="store_true", help="the MLP recipe's cadence instead")
     parser.add_argument("--recipe-epochs", type=int, default=1, help="epochs of each --recipe run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --recipe")
+    parser.add_argument("--variants", nargs="+", choices=sorted(RECIPE_VARIANTS),
+                        default=["recipe", "unspaced"], help="--recipe runs besides 'none'")
     add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -302,7 +337,7 @@ def main() -> None:
     if args.recipe and DEVICE["device"].type != "cpu":
         raise SystemExit("--recipe measures process CPU seconds: run it with --device cpu")
     if args.recipe:
-        recipe_report(args.recipe_epochs, args.rounds)
+        recipe_report(args.recipe_epochs, args.rounds, args.variants)
         return
     print(f"batch 128, device {describe(DEVICE['device'])}, {args.threads} threads, "
           f"an epoch = {STEPS_PER_EPOCH} steps")
