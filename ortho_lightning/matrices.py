@@ -18,25 +18,19 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ortho_lightning.exceptions import ConfigurationError
+from ortho_lightning.validation import check_choice
 
 #: which matrices of a recurrent module an operation treats: hidden-to-hidden only, or all
 RECURRENT_CHOICES: tuple[str, ...] = ("hh", "all")
 
 
-def check_recurrent(recurrent: str) -> str:
+def check_recurrent(recurrent: str, owner: str = "check_recurrent") -> str:
     """Return ``recurrent`` if it is one of :data:`RECURRENT_CHOICES`, else raise
-    ``ConfigurationError`` naming the argument and the accepted values.
+    ``ConfigurationError`` (``"{owner}: recurrent must be one of ['hh', 'all'], got 'ih'"``).
 
-    Still in the older ``"name: expected ..."`` format, which tests of its callers pin
-    (``init.initialize``, ``constraints.orthogonalize``, the constraint and regularizer
-    callbacks): each caller can move to ``validation.check_choice(owner, "recurrent",
-    recurrent, RECURRENT_CHOICES)`` with its test, after which this goes (issue 18)."""
-    if recurrent not in RECURRENT_CHOICES:
-        raise ConfigurationError(
-            f"recurrent: expected one of {RECURRENT_CHOICES}, got {recurrent!r}"
-        )
-    return recurrent
+    The package's own callers use ``validation.check_choice(owner, "recurrent", recurrent,
+    RECURRENT_CHOICES)`` directly; this stays for outside code (issue 18)."""
+    return check_choice(owner, "recurrent", recurrent, RECURRENT_CHOICES)
 
 GATES: dict[str, tuple[str, ...]] = {
     "RNN_TANH": ("h",),

@@ -125,7 +125,10 @@ def test_views_write_through_to_the_parameter():
 
 def test_recurrent_choices_and_non_recurrent_gates():
     assert check_recurrent("hh") == "hh" and check_recurrent("all") == "all"
-    with pytest.raises(ConfigurationError, match=r"recurrent: expected one of \('hh', 'all'\), got 'ih'"):
+    with pytest.raises(ConfigurationError, match=r"^check_recurrent: recurrent must be one of \['hh', 'all'\], "
+                       r"got 'ih'$"):
         check_recurrent("ih")
+    with pytest.raises(ConfigurationError, match=r"^MyOp: recurrent must be one of .*, got None$"):
+        check_recurrent(None, "MyOp")
     with pytest.raises(TypeError, match="Linear is not a recurrent module"):
         recurrent_gates(nn.Linear(2, 2))
