@@ -52,11 +52,11 @@ def log_measurement(
     W&B gets ONE ``log`` call (scalars, ``wandb.Histogram``s, ``wandb.Image``s and
     ``trainer/global_step``, through ``WandbLogger.log_metrics`` as its ``log_image`` does, so
     its ``prefix`` applies), so a measurement is one W&B step however many spectra it has;
-    TensorBoard gets the scalars, ``add_histogram`` and ``add_figure`` at ``step``; any other
+    TensorBoard gets the scalars, ``add_histogram`` and ``add_image`` at ``step``; any other
     logger (CSV, ...) its scalars through ``log_metrics``. Each matplotlib figure is saved as
     ``<run_dir>/figures/<key with / as _>.png`` (overwritten, so it shows the latest state;
-    one render, at the figure's own layout) and closed; TensorBoard's ``add_figure`` renders it
-    once more. Rank zero only (a no-op elsewhere).
+    one render, at the figure's own layout) and closed; TensorBoard gets that PNG's pixels
+    (``add_image``). Rank zero only (a no-op elsewhere).
 
     Args:
         scalars: ``{key: number}``.
@@ -85,8 +85,8 @@ def log_measurement(
         if isinstance(logger, TensorBoardLogger):
             for key, values in flat.items():
                 logger.experiment.add_histogram(key, values, global_step=step)
-            for key, fig in figures.items():
-                logger.experiment.add_figure(key, fig, global_step=step, close=False)
+            for key, path in paths.items():  # the saved PNG's pixels: no second render
+                logger.experiment.add_image(key, _png_rgb(path), global_step=step, dataformats="HWC")
     if figures:
         import matplotlib.pyplot as plt
 
@@ -102,6 +102,13 @@ def _save_png(trainer: Trainer, key: str, figure: Any) -> str:
     # as laid out by its maker: bbox_inches="tight" would render it twice (once to measure)
     figure.savefig(path, dpi=110)
     return path
+
+
+def _png_rgb(path: str) -> Any:
+    """The RGB pixels of a PNG as an (H, W, 3) float array in [0, 1]."""
+    from matplotlib.image import imread
+
+    return imread(path)[..., :3]
 
 
 def log_settings(trainer: Trainer, callback: Any) -> dict[str, Any]:

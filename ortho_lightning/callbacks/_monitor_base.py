@@ -139,7 +139,7 @@ class SpectrumMonitor(Callback):
         input_fn: ``batch -> input tensor``; default :func:`default_input`.
         histogram: also log the whole spectrum as a histogram (W&B, TensorBoard).
         figure: also log a matplotlib figure of the spectrum over training (W&B image,
-            TensorBoard figure, PNG under ``<run dir>/figures``).
+            TensorBoard image, PNG under ``<run dir>/figures``).
         eval_mode: measure with the model in eval mode (dropout off, batch-norm running stats).
     """
 

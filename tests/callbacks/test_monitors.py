@@ -195,6 +195,13 @@ def test_keys_reach_csv_tensorboard_and_wandb_with_reference_values(tmp_path):
     assert hist.step == 4 and hist.histogram_value.num == 60  # 10 samples x 6 singular values
     assert hist.histogram_value.max == pytest.approx(ref_jac_max, rel=1e-5)
     assert "spectra/jacobian/figure" in tags["images"]
+    # the image is the saved PNG's pixels (no second render), one per measurement
+    from matplotlib.image import imread
+
+    (png,) = tmp_path.glob("**/figures/spectra_jacobian_figure.png")
+    images = events.Images("spectra/jacobian/figure")
+    assert [i.step for i in images] == [0, 2, 4]
+    assert (images[-1].height, images[-1].width) == imread(png).shape[:2]
 
     # W&B offline run file: scalars at their trainer step, histograms as W&B histograms.
     (run,) = offline_runs(tmp_path)
