@@ -230,6 +230,7 @@ class JacobianSpectrumMonitor(SpectrumMonitor):
             self.prediction = jacobian_spectrum_density(**args)
         super().on_train_start(trainer, pl_module)
 
+    @override
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
         features = self.output_fn is None and getattr(pl_module, "spectrum_output_fn", None) is not None
         of = f"d {self.end} / d {self.start}" if self.start is not None else (
@@ -385,6 +386,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
         self.jacobian_ratio = jacobian_ratio
         self.fisher_kwargs = dict(fisher_kwargs or {})
 
+    @override
     def _state_key_args(self) -> dict[str, Any]:
         return {**super()._state_key_args(), "method": self.method, "k": self.k}
 
@@ -397,6 +399,7 @@ class FisherSpectrumMonitor(SpectrumMonitor):
             kwargs["generator"] = torch.Generator(device).manual_seed(kwargs.pop("seed"))
         return {k: v for k, v in kwargs.items() if k in accepted}
 
+    @override
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
         common = {"likelihood": self.likelihood, "eval_mode": self.eval_mode}
         if self.method == "slq":
@@ -501,6 +504,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
         )
         self.selector = ModuleSelector.build(include, exclude, types)
 
+    @override
     def _state_key_args(self) -> dict[str, Any]:
         return {**super()._state_key_args(), "include": self.selector.include, "exclude": self.selector.exclude}
 
@@ -510,6 +514,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
         if stage == "fit":
             self.selector.select(pl_module)  # a typo in include fails here, not as a warning later
 
+    @override
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
         measured = []
         for name, module in self.selector.select(pl_module):

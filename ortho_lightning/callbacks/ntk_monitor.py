@@ -81,6 +81,7 @@ class NTKSpectrumMonitor(SpectrumMonitor):
         self.chunk_size = check_int(name, "chunk_size", chunk_size, 1, optional=True)
         self.reference: Tensor | None = None
 
+    @override
     def compute(self, pl_module: LightningModule, probe: Tensor | None) -> list[Spectrum]:
         theta = spectra.ntk_matrix(
             pl_module, probe, output_fn=self.output_fn, chunk_size=self.chunk_size,
