@@ -92,10 +92,24 @@ def test_constraints_on_device():
     assert _gram_defect(V, 0.5) < 1e-10
 
 
-def test_spectra_on_device_match_cpu_float64():
+def _mlp_case():
+    return nn.Sequential(_mlp(3, 10), nn.Linear(10, 4)).double(), (6, 10)
+
+
+def _rnn_case():
+    from ortho_lightning.models import RNNClassifier
+
+    return RNNClassifier(cell="rnn", hidden_size=12, input_shape=(5, 3)).double(), (4, 5, 3)
+
+
+@pytest.mark.parametrize("case", [_mlp_case, _rnn_case], ids=["mlp", "rnn"])
+def test_spectra_on_device_match_cpu_float64(case):
+    """Jacobian singular values, the exact Fisher spectrum and its Lanczos top-3 on the device
+    equal the CPU's in float64; for the fused nn.RNN too (cuDNN's RNN kernel cannot be entered
+    by torch.func's transforms, so measuring() switches it off)."""
     torch.manual_seed(0)
-    model = nn.Sequential(_mlp(3, 10), nn.Linear(10, 4)).double()
-    x = torch.randn(6, 10, dtype=torch.float64)
+    model, shape = case()
+    x = torch.randn(*shape, dtype=torch.float64)
     sv_cpu = jacobian_singular_values(model, x)
     fisher_cpu = fisher_eigenvalues(model, x, method="exact")
     model.to(DEVICE)
@@ -107,27 +121,6 @@ def test_spectra_on_device_match_cpu_float64():
     top = fisher_eigenvalues(model, x.to(DEVICE), method="lanczos", k=3, tol=1e-10)
     torch.testing.assert_close(top.cpu(), fisher_cpu.sort(descending=True).values[:3],
                                rtol=1e-6, atol=1e-10)
-
-
-def test_recurrent_spectra_on_device_match_cpu_float64():
-    """A fused nn.RNN under torch.func on the device (cuDNN's RNN kernel cannot be entered by
-    the transforms; measuring() switches it off): Jacobian singular values and the exact
-    Fisher spectrum equal the CPU's in float64."""
-    from ortho_lightning.models import RNNClassifier
-
-    torch.manual_seed(0)
-    model = RNNClassifier(cell="rnn", hidden_size=12, input_shape=(5, 3)).double()
-    x = torch.randn(4, 5, 3, dtype=torch.float64)
-    sv_cpu = jacobian_singular_values(model, x)
-    fisher_cpu = fisher_eigenvalues(model, x, method="exact")
-    model.to(DEVICE)
-    sv = jacobian_singular_values(model, x.to(DEVICE))
-    assert sv.device.type == DEVICE.type
-    torch.testing.assert_close(sv.cpu(), sv_cpu, rtol=1e-9, atol=1e-12)
-    fisher = fisher_eigenvalues(model, x.to(DEVICE), method="exact")
-    torch.testing.assert_close(fisher.cpu(), fisher_cpu, rtol=1e-8, atol=1e-12)
-    top = fisher_eigenvalues(model, x.to(DEVICE), method="lanczos", k=2, tol=1e-10)
-    torch.testing.assert_close(top.cpu(), fisher_cpu[:2], rtol=1e-6, atol=1e-10)
 
 
 def test_theory_deep_linear_orthogonal_net_is_an_isometry_on_device():
