@@ -125,7 +125,10 @@ def log_settings(trainer: Trainer, callback: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     selector = getattr(callback, "selector", None)  # the shared module selector keeps these
     renamed = getattr(callback, "setting_attributes", {})
+    deprecated = set(getattr(callback, "deprecated_arguments", ()))
     for name in inspect.signature(type(callback).__init__).parameters:
+        if name in deprecated:
+            continue
         attr = renamed.get(name, name)
         if hasattr(callback, attr) and not inspect.ismethod(getattr(callback, attr)):
             settings[name] = _setting(getattr(callback, attr))

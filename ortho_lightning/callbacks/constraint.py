@@ -27,7 +27,7 @@ callbacks' ``on_save_checkpoint``; such files keep the parametrized keys.)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -109,6 +109,9 @@ class OrthogonalConstraint(Callback):
     :class:`~ortho_lightning.constraints.ConstraintConfig` (:attr:`config`), the object
     :func:`~ortho_lightning.constraints.orthogonalize` takes.
     """
+
+    #: deprecated spellings of arguments (CHANGELOG): accepted, not logged as settings
+    deprecated_arguments: ClassVar[tuple[str, ...]] = ("targets",)
 
     def __init__(
         self,

@@ -43,7 +43,7 @@ adapter takes Python floats, one device sync per step), and puts it in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -84,6 +84,9 @@ class OrthogonalRegularizer(Callback):
         project_method: ``"polar"`` (SVD) or ``"bjorck"``.
         log_every_n_steps: per-block defect logging cadence (``None``: off).
     """
+
+    #: deprecated spellings of arguments (CHANGELOG): accepted, not logged as settings
+    deprecated_arguments: ClassVar[tuple[str, ...]] = ("targets", "weight")
 
     def __init__(
         self,

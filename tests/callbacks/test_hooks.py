@@ -47,6 +47,15 @@ def test_monitor_settings_keep_the_on_fit_start_argument(value):
     assert settings["on_fit_start"] is value and settings["every_n_steps"] == 3
 
 
+def test_settings_log_new_argument_names_not_their_deprecated_aliases():
+    quiet = SimpleNamespace(global_rank=0, loggers=[])
+    reg = log_settings(quiet, callbacks.OrthogonalRegularizer(coefficient=0.5, include="rnn"))
+    assert reg["coefficient"] == 0.5 and reg["include"] == ["rnn"]
+    assert "weight" not in reg and "targets" not in reg
+    con = log_settings(quiet, callbacks.OrthogonalConstraint(include="rnn"))
+    assert con["include"] == ["rnn"] and "targets" not in con
+
+
 @pytest.mark.parametrize("name", sorted(INSTANCES))
 def test_every_hook_the_callback_defines_is_marked_override_and_typed(name):
     base, checked = set(vars(Callback)), 0
