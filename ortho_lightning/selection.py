@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from torch import nn
 
 from ortho_lightning.exceptions import SelectionError
+from ortho_lightning.validation import fail
 
 #: Module types that carry a weight matrix the package knows how to treat.
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (
@@ -55,12 +56,19 @@ class ModuleSelector:
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         types: Sequence[type[nn.Module]] | None = None,
+        *,
+        owner: str = "ModuleSelector",
     ) -> ModuleSelector:
-        """Normalise user arguments (a string or a list of patterns) into a selector."""
+        """Normalise user arguments (a string or a list of patterns) into a selector.
+
+        Raises:
+            SelectionError: ``"{owner}: types must be nn.Module subclasses, got 'Linear'"``
+                for a ``types`` entry that is not a module class (``owner``: the caller).
+        """
         type_tuple = DEFAULT_TYPES if types is None else tuple(types)
         for t in type_tuple:
             if not (isinstance(t, type) and issubclass(t, nn.Module)):
-                raise SelectionError(f"types: expected nn.Module subclasses, got {t!r}")
+                fail(owner, "types", "nn.Module subclasses", t, SelectionError)
         return cls(_as_tuple(include), _as_tuple(exclude), type_tuple)
 
     def select(self, model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -50,8 +50,10 @@ def test_types_restrict_the_candidates():
     assert names(select_modules(Net(), types=[nn.Linear])) == ["layers.0", "layers.2", "head"]
     assert names(select_modules(Net(), types=[nn.RNNBase, nn.RNNCellBase])) == ["rnn", "cell"]
     assert names(select_modules(Net(), types=[nn.LayerNorm])) == ["layers.3"]
-    with pytest.raises(SelectionError, match="types: expected nn.Module subclasses, got 'Linear'"):
+    with pytest.raises(SelectionError, match="^ModuleSelector: types must be nn.Module subclasses, got 'Linear'$"):
         ModuleSelector.build(types=["Linear"])
+    with pytest.raises(SelectionError, match=r"^MyCallback: types must be nn.Module subclasses, got <class 'int'>$"):
+        ModuleSelector.build(types=[nn.Linear, int], owner="MyCallback")
 
 
 def test_an_include_pattern_that_matches_nothing_names_it_and_the_candidates():
