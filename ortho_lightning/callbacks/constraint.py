@@ -142,7 +142,7 @@ class OrthogonalConstraint(Callback):
         check_int(owner, "log_every_n_steps", log_every_n_steps, 1, optional=True)
         check_bool(owner, "remove_at_fit_end", remove_at_fit_end)
         check_bool(owner, "cache", cache)
-        self.selector = ModuleSelector.build(include, exclude, types)
+        self.selector = ModuleSelector.build(include, exclude, types, owner=owner)
         self.recurrent = recurrent
         self.update_base_every_n_steps = update_base_every_n_steps
         self.remove_at_fit_end = remove_at_fit_end

@@ -502,7 +502,7 @@ class WeightSpectrumMonitor(SpectrumMonitor):
             eval_mode=False,
             log_spaced=log_spaced,
         )
-        self.selector = ModuleSelector.build(include, exclude, types)
+        self.selector = ModuleSelector.build(include, exclude, types, owner=type(self).__name__)
 
     @override
     def _state_key_args(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class OrthogonalRegularizer(Callback):
         self.gain = gain
         self.kind = kind
         self.reduction = reduction
-        self.selector = ModuleSelector.build(include, exclude, types)
+        self.selector = ModuleSelector.build(include, exclude, types, owner=owner)
         self.recurrent = recurrent
         self.project_every_n_steps = project_every_n_steps
         self.project_method = project_method

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_constraints_on_one_weight_is_an_error_naming_it(tmp_path):
-    first = OrthogonalConstraint(targets="layers.*", gain=1.0)
-    second = OrthogonalConstraint(targets="layers.3", gain=2.0)  # overlaps on layers.3.weight
+    first = OrthogonalConstraint(include="layers.*", gain=1.0)
+    second = OrthogonalConstraint(include="layers.3", gain=2.0)  # overlaps on layers.3.weight
     trainer = make_trainer(tmp_path, [first, second], max_steps=1)
     with pytest.raises(ConfigurationError, match=r"'layers\.3\.weight' is already constrained"):
         trainer.fit(TinyNet(), loader())
@@ -28,13 +28,13 @@ def test_two_constraints_on_one_weight_is_an_error_naming_it(tmp_path):
 def test_constraint_on_a_weight_orthogonalized_by_hand_is_an_error(tmp_path):
     model = TinyNet()
     orthogonalize(model.head, "weight", gain=3.0)
-    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="head")], max_steps=1)
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(include="head")], max_steps=1)
     with pytest.raises(ConfigurationError, match=r"'head\.weight' is already constrained"):
         trainer.fit(model, loader())
 
 
 def test_a_second_fit_with_the_same_callback_keeps_its_constraint(tmp_path):
-    model, cb = TinyNet(), OrthogonalConstraint(targets="head")
+    model, cb = TinyNet(), OrthogonalConstraint(include="head")
     make_trainer(tmp_path, [cb], max_steps=2).fit(model, loader())
     make_trainer(tmp_path, [cb], max_steps=2).fit(model, loader())
     assert cb.constrained == ["head.weight"]
@@ -50,7 +50,7 @@ class InfiniteLoss(TinyNet):
 
 @pytest.mark.parametrize("triv", ["expm", "cayley"])
 def test_infinite_loss_under_a_constraint_names_the_weight_and_the_cause(tmp_path, triv):
-    trainer = make_trainer(tmp_path, [OrthogonalConstraint(targets="layers.0", triv=triv)], max_steps=5)
+    trainer = make_trainer(tmp_path, [OrthogonalConstraint(include="layers.0", triv=triv)], max_steps=5)
     with pytest.raises(NonFiniteError) as info:
         trainer.fit(InfiniteLoss(), loader())
     message = str(info.value)

@@ -138,7 +138,7 @@ def test_constraint_trains_grouped_conv_per_group_and_logs_the_true_defect(tmp_p
     g = torch.Generator().manual_seed(2)
     data = TensorDataset(torch.randn(16, CHANNELS, SIZE, SIZE, generator=g).double(),
                          torch.randint(0, 3, (16,), generator=g))
-    cb = OrthogonalConstraint(targets="conv", log_every_n_steps=1)
+    cb = OrthogonalConstraint(include="conv", log_every_n_steps=1)
     trainer = make_trainer(tmp_path, [cb], max_steps=4, precision="64-true")
 
     trainer.fit(model, DataLoader(data, batch_size=4))

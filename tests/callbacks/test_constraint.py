@@ -225,7 +225,7 @@ def test_selection_of_nothing_is_an_error(tmp_path):
         ({"update_base_every_n_steps": 0}, "^OrthogonalConstraint: update_base_every_n_steps must be an integer >= 1 or None, got 0$"),
         ({"log_every_n_steps": 2.5}, "^OrthogonalConstraint: log_every_n_steps must be an integer >= 1 or None, got 2.5$"),
         ({"remove_at_fit_end": "yes"}, "^OrthogonalConstraint: remove_at_fit_end must be True or False, got 'yes'$"),
-        ({"types": ["Linear"]}, "types must be nn.Module subclasses, got 'Linear'"),
+        ({"types": ["Linear"]}, "^OrthogonalConstraint: types must be nn.Module subclasses, got 'Linear'$"),
     ],
     ids=lambda v: str(v)[:20] if isinstance(v, dict) else "",
 )

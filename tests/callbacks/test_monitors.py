@@ -90,7 +90,7 @@ BAD_ARGUMENTS = [
         {"log_spaced": True},
         "log_spaced=True spaces the every_n_steps cadence, but every_n_steps is None",
     ),
-    (WeightSpectrumMonitor, {"types": [int]}, "types must be nn.Module subclasses, got <class 'int'>"),
+    (WeightSpectrumMonitor, {"types": [int]}, "WeightSpectrumMonitor: types must be nn.Module subclasses, got <class 'int'>"),
     (JacobianSpectrumMonitor, {"start": "layers.1"}, "(start, end): expected two module names or neither"),
 ]
 
