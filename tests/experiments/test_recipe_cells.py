@@ -59,22 +59,9 @@ def test_recipe_grid_trains_and_tabulates_lightning_metrics(tmp_path, mnist_dir,
 
 def test_grid_cells_log_to_wandb_grouped_by_experiment_when_asked(tmp_path, monkeypatch):
     from tests._wandb import offline_runs, records
-    from tests.data.conftest import make_tiny_mnist
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    tiny = make_tiny_mnist(tmp_path / "mnist", n_train=42, n_test=16).folder
-    recipe = {
-        "model": {"class_path": "ortho_lightning.models.MLPClassifier",
-                  "init_args": {"depth": 1, "width": 4}},
-        "data": {"class_path": "ortho_lightning.data.MNISTDataModule",
-                 "init_args": {"data_dir": str(tiny), "batch_size": 16, "val_size": 10,
-                               "download": False, "allow_subset": True}},
-        "trainer": {"max_steps": 1, "limit_val_batches": 1, "accelerator": "cpu", "log_every_n_steps": 1,
-                    "enable_checkpointing": False, "enable_progress_bar": False,
-                    "enable_model_summary": False},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = _tiny_recipe(tmp_path, enable_checkpointing=False)
     grid = expand({"name": "wgrid", "kind": "recipe", "recipe": str(path), "wandb": {"project": "p"},
                    "axes": {"model.init_args.width": [4, 6]}, "seed": [0, 1]})
     run_grid(grid, tmp_path / "out", progress=False, report=False)
